@@ -1,0 +1,156 @@
+"""Validation and JSON encoding of events before they reach a backend. No I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import msgspec
+
+from tidings.errors import InvalidEvent
+from tidings.events import NewEvent, expected_code
+
+MAX_NAME_LENGTH = 255
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+class PreparedEvent(NamedTuple):
+    """A validated event with its data and metadata encoded as JSON text."""
+
+    id: UUID
+    type: str
+    data: str
+    metadata: str
+    id_given: bool
+
+
+class PreparedAppend(NamedTuple):
+    """A validated append: the stream, the expected-version code and its events."""
+
+    stream: str
+    expected: int
+    events: list[PreparedEvent]
+    ids_given: bool
+
+
+def _enc_hook(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic v2 models
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_decoder = msgspec.json.Decoder()
+
+
+def decode_json(text: str | bytes) -> Any:
+    """Decode JSON text stored by tidings."""
+    return _decoder.decode(text)
+
+
+def encode_json(value: Any, what: str = "data") -> str:
+    """Encode ``value`` as JSON text, refusing what JSON cannot hold exactly."""
+    try:
+        raw = _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidEvent(f"event {what} is not JSON: {exc}") from exc
+    # msgspec writes NaN and infinities as null; refuse rather than change the data.
+    if b"null" in raw and _has_non_finite(value):
+        raise InvalidEvent(f"event {what} holds NaN or infinity, which JSON cannot represent")
+    return raw.decode()
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _has_non_finite(dataclasses.asdict(value))
+    if isinstance(value, msgspec.Struct):
+        return _has_non_finite(msgspec.to_builtins(value))
+    dump = getattr(value, "model_dump", None)
+    return callable(dump) and _has_non_finite(dump())
+
+
+def check_name(value: object, what: str) -> str:
+    """Return ``value`` if it is a usable stream name or event type, else raise InvalidEvent."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise InvalidEvent(f"{what} must not be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidEvent(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
+    if not value.isprintable():
+        raise InvalidEvent(f"{what} {value!r} holds control characters")
+    return value
+
+
+def new_event_id() -> UUID:
+    """A fresh UUID version 7: time-ordered, so the id index stays compact."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return UUID(int=value)
+
+
+def _event_id(value: object) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidEvent(f"event id must be a UUID, not {value!r}")
+
+
+def prepare_event(event: object, max_event_bytes: int) -> PreparedEvent:
+    """Validate and encode one new event."""
+    if not isinstance(event, NewEvent):
+        raise InvalidEvent(f"expected a NewEvent, not {type(event).__name__}")
+    check_name(event.type, "event type")
+    data = encode_json(event.data, "data")
+    if event.metadata is None:
+        metadata = "{}"
+    elif isinstance(event.metadata, dict):
+        metadata = encode_json(event.metadata, "metadata")
+    else:
+        raise InvalidEvent(f"event metadata must be a dict, not {type(event.metadata).__name__}")
+    size = len(data) + len(metadata)
+    if size > max_event_bytes:
+        raise InvalidEvent(
+            f"event of type {event.type!r} is {size} bytes of JSON; the limit is {max_event_bytes}"
+        )
+    if event.id is None:
+        return PreparedEvent(new_event_id(), event.type, data, metadata, False)
+    return PreparedEvent(_event_id(event.id), event.type, data, metadata, True)
+
+
+def prepare_append(
+    stream: object, events: Sequence[NewEvent], expected: object, max_event_bytes: int
+) -> PreparedAppend:
+    """Validate a whole append; raises before anything is sent to a backend."""
+    name = check_name(stream, "stream name")
+    code = expected_code(expected)
+    if isinstance(events, NewEvent) or not isinstance(events, Sequence | tuple):
+        raise InvalidEvent("events must be a list of NewEvent")
+    if not events:
+        raise InvalidEvent(f"append to {name!r} has no events")
+    prepared = [prepare_event(e, max_event_bytes) for e in events]
+    ids_given = any(e.id_given for e in prepared)
+    if ids_given and len({e.id for e in prepared}) != len(prepared):
+        raise InvalidEvent(f"append to {name!r} holds the same event id twice")
+    return PreparedAppend(name, code, prepared, ids_given)

@@ -1,0 +1,84 @@
+"""The tidings error tree.
+
+Every error tidings raises on purpose derives from ``TidingsError``::
+
+    TidingsError
+    ├── InvalidInput            bad arguments: limits, positions, filters
+    │   ├── InvalidEvent        bad events: names, types, data, sizes, empty batches
+    │   └── InvalidExpectedVersion
+    ├── ConfigurationError      bad URL, unknown scheme, missing extra
+    ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
+    ├── DuplicateEventId        an event id already stored with different content
+    ├── StoreUnavailable        the database cannot be reached (URL shown without password)
+    └── StoreClosed             the store was used after close()
+
+Driver errors are wrapped at the edge of each backend and kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+
+class TidingsError(Exception):
+    """Root of every error tidings raises on purpose."""
+
+
+class InvalidInput(TidingsError, ValueError):
+    """An argument tidings cannot act on; nothing was read or written."""
+
+
+class InvalidEvent(InvalidInput):
+    """Input that can never be stored: a bad stream name, type, payload or batch."""
+
+
+class InvalidExpectedVersion(InvalidInput, TypeError):
+    """An expected version that is not ANY, NO_STREAM, STREAM_EXISTS or an int >= 0."""
+
+
+class ConfigurationError(TidingsError, ValueError):
+    """A URL or option that tidings cannot act on."""
+
+
+class WrongExpectedVersion(TidingsError):
+    """The stream was not at the version the caller expected; nothing was written."""
+
+    def __init__(self, stream: str, expected: Any, actual: int | None) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        shown = "no stream" if actual is None else f"version {actual}"
+        super().__init__(f"stream {stream!r}: expected {expected}, found {shown}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stream, self.expected, self.actual))
+
+
+class DuplicateEventId(TidingsError):
+    """An event id is already stored with different content (or in another place)."""
+
+    def __init__(self, event_id: UUID, stream: str, reason: str = "different content") -> None:
+        self.event_id = event_id
+        self.stream = stream
+        self.reason = reason
+        super().__init__(f"event id {event_id} appended to {stream!r} is already stored: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.event_id, self.stream, self.reason))
+
+
+class StoreUnavailable(TidingsError, ConnectionError):
+    """The database could not be reached or failed while in use."""
+
+    def __init__(self, url: str, detail: str = "") -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(f"store unavailable at {url}" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.detail))
+
+
+class StoreClosed(TidingsError, RuntimeError):
+    """The store was used after it was closed."""

@@ -1,0 +1,170 @@
+"""The event model: new and recorded events, expected versions, filters, audit. No I/O."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias
+from uuid import UUID
+
+import msgspec
+
+from tidings.errors import InvalidExpectedVersion
+
+
+class ExpectedVersion(enum.Enum):
+    """What a writer expects of a stream besides an exact version."""
+
+    ANY = -1
+    """Append whatever the stream's version."""
+    NO_STREAM = -2
+    """The stream must not exist yet."""
+    STREAM_EXISTS = -3
+    """The stream must already hold at least one event."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+
+Expected: TypeAlias = ExpectedVersion | int
+"""An expected version: one of the three markers or the exact last version (0-based)."""
+
+
+def expected_code(expected: object) -> int:
+    """Return the wire code of an expected version (exact versions are >= 0, markers < 0)."""
+    if isinstance(expected, ExpectedVersion):
+        return expected.value
+    if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
+        return expected
+    raise InvalidExpectedVersion(
+        f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, "
+        f"not {expected!r}"
+    )
+
+
+def expected_from_code(code: int) -> Expected:
+    """Turn a wire code back into the expected version it stands for."""
+    return ExpectedVersion(code) if code < 0 else code
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append: a type, its data, optional metadata and an optional id.
+
+    ``data`` may be any JSON value, a dataclass, a msgspec Struct or a pydantic model.
+    Giving ``id`` makes the append idempotent: appending the same ids with the same
+    content again returns the first result and writes nothing.
+    """
+
+    type: str
+    data: Any = None
+    metadata: dict[str, Any] | None = None
+    id: UUID | None = None
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as stored: its place in its stream (version) and in the log (position)."""
+
+    id: UUID
+    stream: str
+    type: str
+    data: Any
+    metadata: dict[str, Any]
+    version: int
+    position: int
+    time: datetime
+
+    @property
+    def category(self) -> str:
+        """The part of the stream name before the first ``-`` (``order`` of ``order-42``)."""
+        return category_of(self.stream)
+
+
+def category_of(stream: str) -> str:
+    """The category of a stream name: everything before the first ``-``."""
+    return stream.partition("-")[0]
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """Where an append landed: its stream, first and last version, and last position."""
+
+    stream: str
+    first_version: int
+    last_version: int
+    position: int
+
+
+class StreamInfo(msgspec.Struct, frozen=True):
+    """A stream's name and last version."""
+
+    name: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Who made a transaction, with free-form extra fields (an IP, a request id...)."""
+
+    user: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class AuditRecord(msgspec.Struct, frozen=True):
+    """A transaction's stored audit record: user, extra, created and arrival time."""
+
+    id: int
+    user: str
+    extra: dict[str, Any]
+    created: datetime
+    arrived: datetime
+
+
+@dataclass(frozen=True, init=False)
+class Filter:
+    """Which events of the global log to read: by category, stream prefix and type.
+
+    Each given criterion must match; an empty filter matches everything.
+    """
+
+    categories: tuple[str, ...] | None
+    stream_prefix: str | None
+    types: tuple[str, ...] | None
+
+    def __init__(
+        self,
+        categories: Iterable[str] | None = None,
+        stream_prefix: str | None = None,
+        types: Iterable[str] | None = None,
+    ) -> None:
+        object.__setattr__(self, "categories", _names(categories, "categories"))
+        object.__setattr__(self, "stream_prefix", stream_prefix or None)
+        object.__setattr__(self, "types", _names(types, "types"))
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the filter matches every event."""
+        return self.categories is None and self.stream_prefix is None and self.types is None
+
+    def matches(self, event: RecordedEvent) -> bool:
+        """Whether ``event`` passes the filter."""
+        if self.categories is not None and category_of(event.stream) not in self.categories:
+            return False
+        if self.stream_prefix is not None and not event.stream.startswith(self.stream_prefix):
+            return False
+        return self.types is None or event.type in self.types
+
+
+def _names(values: Iterable[str] | None, what: str) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    names = tuple(values)
+    if not all(isinstance(v, str) and v for v in names):
+        raise TypeError(f"Filter {what} must be non-empty strings, not {names!r}")
+    return names

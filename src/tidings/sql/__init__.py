@@ -1,0 +1,79 @@
+"""SQL kept as files: versioned migrations and named queries, per dialect.
+
+Queries are written with a ``{schema}`` placeholder where the dialect has schemas;
+``load_queries`` fills it with a quoted identifier once, at connect time.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import NamedTuple
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+class Migration(NamedTuple):
+    """One versioned schema change."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def _files(dialect: str) -> resources.abc.Traversable:
+    return resources.files("tidings.sql").joinpath(dialect)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _fill(sql: str, schema: str | None) -> str:
+    return sql if schema is None else sql.replace("{schema}", quote_ident(schema))
+
+
+def migrations(dialect: str, schema: str | None = None) -> list[Migration]:
+    """The dialect's migrations, in version order."""
+    found = []
+    for entry in _files(dialect).iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append(
+                Migration(int(match[1]), match[2], _fill(entry.read_text("utf-8"), schema))
+            )
+    return sorted(found)
+
+
+def declared_schema(dialect: str, schema: str | None = None) -> str:
+    """The schema as it should stand after every migration (``schema.sql``)."""
+    return _fill(_files(dialect).joinpath("schema.sql").read_text("utf-8"), schema)
+
+
+def load_queries(dialect: str, schema: str | None = None) -> dict[str, str]:
+    """The dialect's named queries from ``queries.sql`` (``-- name: x`` headers)."""
+    text = _fill(_files(dialect).joinpath("queries.sql").read_text("utf-8"), schema)
+    parts = _NAME.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a script on semicolons at line ends, keeping dollar-quoted bodies whole."""
+    statements, current, in_dollar = [], [], False
+    for line in script.splitlines():
+        if line.count("$$") % 2:
+            in_dollar = not in_dollar
+        current.append(line)
+        if not in_dollar and line.rstrip().endswith(";"):
+            statement = "\n".join(current).strip()
+            if statement.strip(";").strip() and not all(
+                ln.strip().startswith("--") or not ln.strip() for ln in current
+            ):
+                statements.append(statement)
+            current = []
+    rest = "\n".join(current).strip()
+    if rest and not all(ln.strip().startswith("--") or not ln.strip() for ln in current):
+        statements.append(rest)
+    return statements

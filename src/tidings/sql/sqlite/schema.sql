@@ -1,0 +1,42 @@
+-- The declared tidings schema for SQLite: what every migration together must produce.
+CREATE TABLE tidings_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_ms INTEGER NOT NULL
+);
+
+CREATE TABLE tidings_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    position INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL
+);
+INSERT INTO tidings_head (id, position, time_ms) VALUES (1, 0, 0);
+
+CREATE TABLE tidings_streams (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE tidings_audit (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    arrived_ms INTEGER NOT NULL
+);
+
+CREATE TABLE tidings_events (
+    position INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
+    stream TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    audit_id INTEGER REFERENCES tidings_audit (id)
+);
+CREATE UNIQUE INDEX tidings_events_id ON tidings_events (id);
+CREATE UNIQUE INDEX tidings_events_stream_version ON tidings_events (stream, version);
+CREATE INDEX tidings_events_category ON tidings_events (category, position);

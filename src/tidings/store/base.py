@@ -1,0 +1,219 @@
+"""The EventStore protocol, and the front half every backend shares.
+
+``StoreFront`` validates input, builds groups (an append, or a transaction's appends
+with its audit) and hands them to the backend's ``_commit``; a backend supplies
+``_commit`` and the reads. Nothing reaches a backend before it has been validated,
+so bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from tidings.codec import DEFAULT_MAX_EVENT_BYTES, PreparedAppend, prepare_append
+from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, TidingsError
+from tidings.events import (
+    ANY,
+    AppendResult,
+    Audit,
+    AuditRecord,
+    Expected,
+    Filter,
+    NewEvent,
+    RecordedEvent,
+    StreamInfo,
+)
+from tidings.store.planner import Group
+
+DEFAULT_PAGE_SIZE = 1000
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """What every tidings store does, whatever its backend."""
+
+    url: str
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> AppendResult:
+        """Append events to one stream, atomically, if it is at the expected version."""
+        ...
+
+    def transaction(self, audit: Audit | None = None) -> Transaction:
+        """Start an atomic append to several streams, with one audit record."""
+        ...
+
+    def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield a stream's events from a version, forwards or backwards."""
+        ...
+
+    def read_all(
+        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield events of the global log with a position above ``from_position``."""
+        ...
+
+    async def stream_version(self, stream: str) -> int | None:
+        """A stream's last version, or None if it does not exist."""
+        ...
+
+    async def head(self) -> int:
+        """The last committed position, 0 when the store is empty."""
+        ...
+
+    def list_streams(
+        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[StreamInfo]:
+        """Yield streams in name order with their last version."""
+        ...
+
+    async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
+        """The audit record of the transaction that wrote an event (or position), if any."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending work and release every resource."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Transaction:
+    """Appends collected in ``async with store.transaction():`` and committed at its end.
+
+    Each ``append`` is validated at once (a bad one raises and the transaction is
+    not committed); on a clean exit every append lands or none does, and
+    ``results`` holds their ``AppendResult``s in order.
+    """
+
+    def __init__(self, store: StoreFront, audit: Audit | None) -> None:
+        if audit is not None and not isinstance(audit, Audit):
+            raise InvalidEvent(f"audit must be an Audit, not {type(audit).__name__}")
+        if audit is not None and (not isinstance(audit.user, str) or not isinstance(audit.extra, dict)):
+            raise InvalidEvent("audit needs a str user and a dict of extra fields")
+        self._store = store
+        self._group = Group([], audit, time.time_ns() // 1_000_000)
+        self._done = False
+        self.results: list[AppendResult] = []
+
+    def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> None:
+        """Add an append to the transaction; it lands when the block exits cleanly."""
+        if self._done:
+            raise TidingsError("the transaction is already finished")
+        self._group.appends.append(self._store._prepare(stream, events, expected_version))
+
+    async def commit(self) -> list[AppendResult]:
+        """Commit the collected appends now (the context manager calls this for you)."""
+        if self._done:
+            raise TidingsError("the transaction is already finished")
+        self._done = True
+        if not self._group.appends:
+            raise InvalidEvent("the transaction has no appends")
+        self.results = await self._store._commit(self._group)
+        return self.results
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self.commit()
+        else:
+            self._done = True
+
+
+class StoreFront(abc.ABC):
+    """Validation, appends and transactions, shared by every backend."""
+
+    url: str
+
+    def __init__(self, url: str, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.url = url
+        self.max_event_bytes = max_event_bytes
+        self._closed = False
+
+    def _prepare(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected
+    ) -> PreparedAppend:
+        return prepare_append(stream, events, expected_version, self.max_event_bytes)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"the store at {self.url} is closed")
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: Expected = ANY
+    ) -> AppendResult:
+        """Append events to one stream, atomically, if it is at the expected version.
+
+        Raises ``WrongExpectedVersion`` (nothing written) on a mismatch, and returns
+        the original result, writing nothing, when every event id was already stored
+        with the same content.
+        """
+        group = Group([self._prepare(stream, events, expected_version)])
+        return (await self._commit(group))[0]
+
+    def transaction(self, audit: Audit | None = None) -> Transaction:
+        """Start an atomic append to several streams, with one audit record."""
+        self._check_open()
+        return Transaction(self, audit)
+
+    @abc.abstractmethod
+    async def _commit(self, group: Group) -> list[AppendResult]:
+        """Land a group whole or raise its error; group commit happens behind this."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending work and release every resource."""
+
+
+def check_limit(limit: int | None) -> int | None:
+    """Validate a read limit (None for no limit)."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInput(f"limit must be an int >= 0 or None, not {limit!r}")
+    return limit
+
+
+def check_position(value: int, what: str) -> int:
+    """Validate a position or version argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{what} must be an int >= 0, not {value!r}")
+    return value

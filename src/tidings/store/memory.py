@@ -1,0 +1,164 @@
+"""The in-memory store: for tests and examples; same behaviour, nothing kept."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+from uuid import UUID
+
+from tidings.codec import decode_json
+from tidings.events import AppendResult, AuditRecord, Filter, RecordedEvent, StreamInfo
+from tidings.store.base import StoreFront, check_limit, check_position
+from tidings.store.planner import Group, StoredIdentity, given_ids, plan_batch
+
+
+class _Stored(NamedTuple):
+    row: StoredIdentity
+    id: UUID
+    time_ms: int
+    audit: int | None
+
+
+class MemoryStore(StoreFront):
+    """An event store held in this process's memory (``memory://``)."""
+
+    def __init__(self, url: str = "memory://", **options: int) -> None:
+        super().__init__(url, **options)
+        self._log: list[_Stored] = []  # position p lives at index p - 1
+        self._streams: dict[str, list[int]] = {}
+        self._ids: dict[UUID, StoredIdentity] = {}
+        self._audits: list[AuditRecord] = []
+        self._last_ms = 0
+
+    async def _commit(self, group: Group) -> list[AppendResult]:
+        self._check_open()
+        versions = {
+            a.stream: len(self._streams[a.stream]) - 1
+            for a in group.appends
+            if a.stream in self._streams
+        }
+        stored = {i: self._ids[i] for i in given_ids([group]) if i in self._ids}
+        plan = plan_batch([group], versions, stored, len(self._log))
+        outcome = plan.outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        if not plan.rows:
+            return outcome
+        now_ms = max(time.time_ns() // 1_000_000, self._last_ms)
+        self._last_ms = now_ms
+        audit_id = None
+        if group.audit is not None:
+            audit_id = len(self._audits) + 1
+            self._audits.append(
+                AuditRecord(
+                    audit_id,
+                    group.audit.user,
+                    dict(group.audit.extra),
+                    _time(group.created_ms),
+                    _time(now_ms),
+                )
+            )
+        for row in plan.rows:
+            identity = StoredIdentity(
+                row.stream, row.version, row.position, row.type, row.data, row.metadata
+            )
+            self._log.append(_Stored(identity, row.id, now_ms, audit_id))
+            self._streams.setdefault(row.stream, []).append(row.position)
+            self._ids[row.id] = identity
+        return outcome
+
+    def _event(self, stored: _Stored) -> RecordedEvent:
+        row = stored.row
+        return RecordedEvent(
+            stored.id,
+            row.stream,
+            row.type,
+            decode_json(row.data),
+            decode_json(row.metadata),
+            row.version,
+            row.position,
+            _time(stored.time_ms),
+        )
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield a stream's events from a version, forwards or backwards."""
+        self._check_open()
+        limit = check_limit(limit)
+        positions = self._streams.get(stream, [])
+        if backwards:
+            start = len(positions) - 1 if from_version is None else check_position(from_version, "from_version")
+            chosen = positions[: start + 1][::-1]
+        else:
+            start = 0 if from_version is None else check_position(from_version, "from_version")
+            chosen = positions[start:]
+        if limit is not None:
+            chosen = chosen[:limit]
+        for position in chosen:
+            yield self._event(self._log[position - 1])
+
+    async def read_all(
+        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield events of the global log with a position above ``from_position``."""
+        self._check_open()
+        limit = check_limit(limit)
+        position = check_position(from_position, "from_position")
+        count = 0
+        while (limit is None or count < limit) and position < len(self._log):
+            event = self._event(self._log[position])
+            position += 1
+            if filter is None or filter.matches(event):
+                count += 1
+                yield event
+
+    async def stream_version(self, stream: str) -> int | None:
+        """A stream's last version, or None if it does not exist."""
+        self._check_open()
+        positions = self._streams.get(stream)
+        return None if positions is None else len(positions) - 1
+
+    async def head(self) -> int:
+        """The last committed position, 0 when the store is empty."""
+        self._check_open()
+        return len(self._log)
+
+    async def list_streams(
+        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[StreamInfo]:
+        """Yield streams in name order with their last version."""
+        self._check_open()
+        limit = check_limit(limit)
+        names = sorted(
+            n for n in self._streams
+            if (prefix is None or n.startswith(prefix)) and (after is None or n > after)
+        )
+        for name in names[:limit]:
+            yield StreamInfo(name, len(self._streams[name]) - 1)
+
+    async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
+        """The audit record of the transaction that wrote an event (or position), if any."""
+        self._check_open()
+        position = event.position if isinstance(event, RecordedEvent) else event
+        if not 1 <= position <= len(self._log):
+            return None
+        audit_id = self._log[position - 1].audit
+        return None if audit_id is None else self._audits[audit_id - 1]
+
+    async def close(self) -> None:
+        """Forget nothing (the data lives as long as the object); refuse further use."""
+        self._closed = True
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _time(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)

@@ -1,0 +1,200 @@
+"""Decide a group-committed batch: which appends land, replay or conflict. No I/O.
+
+A batch holds groups: a plain append is a group of one, a transaction a group of
+several. A group lands whole or not at all, and one group's failure never touches
+its neighbours. The backend reads the state the plan needs (stream versions, the
+stored events whose ids the caller gave), then writes the rows the plan returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from tidings.codec import PreparedAppend, decode_json
+from tidings.errors import DuplicateEventId, TidingsError, WrongExpectedVersion
+from tidings.events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Audit,
+    expected_from_code,
+)
+
+
+class StoredIdentity(NamedTuple):
+    """What the planner must know of a stored event to judge a re-append of its id."""
+
+    stream: str
+    version: int
+    position: int
+    type: str
+    data: str
+    metadata: str
+
+
+class Row(NamedTuple):
+    """One event row to insert."""
+
+    position: int
+    id: UUID
+    stream: str
+    version: int
+    type: str
+    data: str
+    metadata: str
+    group: int
+
+
+@dataclass
+class Group:
+    """Appends that land together, with the transaction's audit if any."""
+
+    appends: list[PreparedAppend]
+    audit: Audit | None = None
+    created_ms: int = 0
+
+
+@dataclass
+class Plan:
+    """The outcome of a batch: per group, results or the error; rows to write."""
+
+    outcomes: list[list[AppendResult] | TidingsError] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+    head: int = 0
+
+    @property
+    def landed_groups(self) -> list[int]:
+        """Indexes of the groups that write rows."""
+        return sorted({row.group for row in self.rows})
+
+
+def plan_batch(
+    groups: list[Group],
+    versions: dict[str, int],
+    stored: dict[UUID, StoredIdentity],
+    head: int,
+) -> Plan:
+    """Plan ``groups`` against the current stream ``versions``, ``stored`` ids and ``head``."""
+    plan = Plan(head=head)
+    versions = dict(versions)
+    stored = dict(stored)
+    for index, group in enumerate(groups):
+        trial_versions = dict(versions)
+        trial_stored: dict[UUID, StoredIdentity] = {}
+        rows: list[Row] = []
+        results: list[AppendResult] = []
+        position = plan.head
+        try:
+            for append in group.appends:
+                lookup = _chain(trial_stored, stored)
+                replay = _replay(append, lookup) if append.ids_given else None
+                if replay is not None:
+                    results.append(replay)
+                    continue
+                current = trial_versions.get(append.stream)
+                _check_expected(append, current)
+                version = -1 if current is None else current
+                for event in append.events:
+                    version += 1
+                    position += 1
+                    rows.append(
+                        Row(position, event.id, append.stream, version, event.type,
+                            event.data, event.metadata, index)
+                    )
+                    trial_stored[event.id] = StoredIdentity(
+                        append.stream, version, position, event.type, event.data,
+                        event.metadata,
+                    )
+                trial_versions[append.stream] = version
+                results.append(
+                    AppendResult(append.stream, version - len(append.events) + 1, version, position)
+                )
+        except TidingsError as exc:
+            plan.outcomes.append(exc)
+            continue
+        plan.outcomes.append(results)
+        plan.rows.extend(rows)
+        plan.head = position
+        versions = trial_versions
+        stored.update(trial_stored)
+    plan.versions = {
+        row.stream: versions[row.stream] for row in plan.rows
+    }
+    return plan
+
+
+def _chain(
+    first: dict[UUID, StoredIdentity], second: dict[UUID, StoredIdentity]
+) -> Callable[[UUID], StoredIdentity | None]:
+    def lookup(event_id: UUID) -> StoredIdentity | None:
+        found = first.get(event_id)
+        return found if found is not None else second.get(event_id)
+
+    return lookup
+
+
+def _check_expected(append: PreparedAppend, current: int | None) -> None:
+    code = append.expected
+    if code == ANY.value:
+        return
+    if code == NO_STREAM.value:
+        ok = current is None
+    elif code == STREAM_EXISTS.value:
+        ok = current is not None
+    else:
+        ok = current == code
+    if not ok:
+        raise WrongExpectedVersion(append.stream, expected_from_code(code), current)
+
+
+def _replay(
+    append: PreparedAppend, lookup: Callable[[UUID], StoredIdentity | None]
+) -> AppendResult | None:
+    """The original result if every event is already stored as given; None if none is."""
+    found = [lookup(e.id) for e in append.events]
+    if all(f is None for f in found):
+        return None
+    for event, stored in zip(append.events, found, strict=True):
+        if stored is None:
+            raise DuplicateEventId(event.id, append.stream, "only some of the append's events are stored")
+        if stored.stream != append.stream:
+            raise DuplicateEventId(event.id, append.stream, f"it is stored in stream {stored.stream!r}")
+        if not same_content(event.type, event.data, event.metadata, stored):
+            raise DuplicateEventId(event.id, append.stream)
+    first, last = found[0], found[-1]
+    assert first is not None and last is not None
+    if [f.version for f in found if f] != list(range(first.version, last.version + 1)):
+        raise DuplicateEventId(
+            append.events[0].id, append.stream, "its events are stored apart or in another order"
+        )
+    return AppendResult(append.stream, first.version, last.version, last.position)
+
+
+def same_content(type_: str, data: str, metadata: str, stored: StoredIdentity) -> bool:
+    """Whether a new event's content equals a stored one's, comparing decoded JSON."""
+    if type_ != stored.type:
+        return False
+    return _same_json(data, stored.data) and _same_json(metadata, stored.metadata)
+
+
+def _same_json(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    left: Any = decode_json(a)
+    right: Any = decode_json(b)
+    return bool(left == right)
+
+
+def streams_of(groups: Iterable[Group]) -> set[str]:
+    """Every stream a batch touches."""
+    return {a.stream for g in groups for a in g.appends}
+
+
+def given_ids(groups: Iterable[Group]) -> list[UUID]:
+    """The caller-given event ids of a batch, whose stored copies the plan needs."""
+    return [e.id for g in groups for a in g.appends if a.ids_given for e in a.events if e.id_given]

@@ -1,0 +1,439 @@
+"""The SQLite store: one file, no server; one writer thread doing group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from tidings.codec import decode_json, encode_json
+from tidings.errors import ConfigurationError, StoreUnavailable, TidingsError
+from tidings.events import (
+    AppendResult,
+    AuditRecord,
+    Filter,
+    RecordedEvent,
+    StreamInfo,
+    category_of,
+)
+from tidings.sql import load_queries, migrations, split_statements
+from tidings.store.base import DEFAULT_PAGE_SIZE, StoreFront, check_limit, check_position
+from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
+
+T = TypeVar("T")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+_MAX_VARS = 500  # stay far below SQLITE_MAX_VARIABLE_NUMBER
+Q = load_queries("sqlite")
+
+
+def _time(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _event(row: tuple[Any, ...]) -> RecordedEvent:
+    position, id_, stream, version, type_, data, metadata, time_ms = row
+    return RecordedEvent(
+        UUID(bytes=id_), stream, type_, decode_json(data), decode_json(metadata),
+        version, position, _EPOCH + timedelta(milliseconds=time_ms),
+    )
+
+
+class _Pending:
+    """A group waiting for the writer, and the future its caller awaits."""
+
+    __slots__ = ("future", "group", "loop")
+
+    def __init__(self, group: Group, loop: asyncio.AbstractEventLoop) -> None:
+        self.group = group
+        self.loop = loop
+        self.future: asyncio.Future[list[AppendResult]] = loop.create_future()
+
+
+def _settle(batch: list[_Pending], outcomes: list[list[AppendResult] | BaseException]) -> None:
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if pending.future.done():  # the caller was cancelled; the append stands anyway
+            continue
+        if isinstance(outcome, BaseException):
+            pending.future.set_exception(outcome)
+        else:
+            pending.future.set_result(outcome)
+
+
+class SQLiteStore(StoreFront):
+    """An event store in one SQLite file (``sqlite:///path/to/file.db``).
+
+    Durable by default: ``synchronous=full`` makes an acknowledged append survive a
+    power loss; ``?synchronous=normal`` is faster and survives a process crash only.
+    Appends from all tasks go to one writer thread, which commits them in batches.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        *,
+        synchronous: str = "full",
+        busy_timeout_ms: int = 10_000,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        max_batch_events: int = 5_000,
+        max_event_bytes: int | None = None,
+    ) -> None:
+        kwargs = {} if max_event_bytes is None else {"max_event_bytes": max_event_bytes}
+        super().__init__(url, **kwargs)
+        if synchronous.lower() not in _SYNC_MODES:
+            raise ConfigurationError(f"synchronous must be one of {sorted(_SYNC_MODES)}, not {synchronous!r}")
+        self.path = path
+        self.synchronous = _SYNC_MODES[synchronous.lower()]
+        self.busy_timeout_ms = busy_timeout_ms
+        self.page_size = page_size
+        self.max_batch_events = max_batch_events
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._slots = asyncio.Semaphore(10_000)  # bound on appends waiting for the writer
+        self._writer: threading.Thread | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tidings-sqlite-read")
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> SQLiteStore:
+        """Open (creating and migrating if needed) the file a ``sqlite://`` URL names."""
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigurationError(f"sqlite URLs take a path, as sqlite:///file.db, not {url!r}")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise ConfigurationError(f"sqlite URL {url!r} names no file")
+        allowed = {"synchronous", "busy_timeout_ms", "page_size", "max_batch_events", "max_event_bytes"}
+        unknown = options.keys() - allowed
+        if unknown:
+            raise ConfigurationError(f"unknown option(s) {sorted(unknown)} for {url}")
+        store = cls(url, path, **options)
+        try:
+            await asyncio.get_running_loop().run_in_executor(store._readers, store._start)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    # -- connections ------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout_ms / 1000,
+                cached_statements=256,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.url, str(exc)) from exc
+        return conn
+
+    def _start(self) -> None:
+        parent = Path(self.path).parent
+        if not parent.exists():
+            raise StoreUnavailable(self.url, f"directory {parent} does not exist")
+        conn = self._connect()
+        self._writer_conn = conn
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreUnavailable(self.url, f"could not switch to WAL (journal_mode={mode})")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.url, str(exc)) from exc
+        self._writer = threading.Thread(target=self._write_loop, name="tidings-sqlite-writer", daemon=True)
+        self._writer.start()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(Q["create_migrations"])
+            applied = {v for (v,) in conn.execute(Q["applied_migrations"])}
+            for migration in migrations("sqlite"):
+                if migration.version in applied:
+                    continue
+                for statement in split_statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(Q["record_migration"], (migration.version, migration.name, time.time_ns() // 1_000_000))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+
+        def run() -> T:
+            try:
+                return fn(self._reader())
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(self.url, str(exc)) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def _commit(self, group: Group) -> list[AppendResult]:
+        self._check_open()
+        async with self._slots:
+            pending = _Pending(group, asyncio.get_running_loop())
+            self._queue.put(pending)
+            return await pending.future
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, size = [first], sum(len(a.events) for a in first.group.appends)
+            stop = False
+            while size < self.max_batch_events:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+                size += sum(len(a.events) for a in item.group.appends)
+            outcomes = self._write_batch(batch)
+            for loop, items, results in _by_loop(batch, outcomes):
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    loop.call_soon_threadsafe(_settle, items, results)
+            if stop:
+                return
+
+    def _write_batch(self, batch: list[_Pending]) -> list[list[AppendResult] | BaseException]:
+        conn = self._writer_conn
+        assert conn is not None
+        groups = [p.group for p in batch]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                plan = self._plan(conn, groups)
+                if plan.rows:
+                    self._write_plan(conn, groups, plan)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            error = StoreUnavailable(self.url, f"append failed: {exc}")
+            error.__cause__ = exc
+            return [error] * len(batch)
+        except Exception as exc:  # a bug: fail the batch loudly, keep the writer alive
+            return [TidingsError(f"append failed: {exc!r}")] * len(batch)
+        return list(plan.outcomes)
+
+    def _plan(self, conn: sqlite3.Connection, groups: list[Group]) -> Plan:
+        head, _ = conn.execute(Q["head"]).fetchone()
+        versions: dict[str, int] = {}
+        names = sorted(streams_of(groups))
+        for chunk in _chunks(names):
+            sql = f"SELECT name, version FROM tidings_streams WHERE name IN ({_marks(chunk)})"
+            versions.update(conn.execute(sql, chunk).fetchall())
+        stored: dict[UUID, StoredIdentity] = {}
+        ids = [i.bytes for i in given_ids(groups)]
+        for chunk in _chunks(ids):
+            sql = (
+                "SELECT id, stream, version, position, type, data, metadata FROM tidings_events"
+                f" WHERE id IN ({_marks(chunk)})"
+            )
+            for id_, *rest in conn.execute(sql, chunk):
+                stored[UUID(bytes=id_)] = StoredIdentity(*rest)
+        return plan_batch(groups, versions, stored, head)
+
+    def _write_plan(self, conn: sqlite3.Connection, groups: list[Group], plan: Plan) -> None:
+        _, last_ms = conn.execute(Q["head"]).fetchone()
+        now_ms = max(time.time_ns() // 1_000_000, last_ms)
+        audit_ids: dict[int, int] = {}
+        for index in plan.landed_groups:
+            audit = groups[index].audit
+            if audit is not None:
+                cursor = conn.execute(
+                    Q["insert_audit"],
+                    (audit.user, encode_json(audit.extra, "audit extra"), groups[index].created_ms, now_ms),
+                )
+                assert cursor.lastrowid is not None
+                audit_ids[index] = cursor.lastrowid
+        conn.executemany(
+            Q["insert_event"],
+            [
+                (r.position, r.id.bytes, r.stream, r.version, r.type, r.data, r.metadata,
+                 now_ms, category_of(r.stream), audit_ids.get(r.group))
+                for r in plan.rows
+            ],
+        )
+        conn.executemany(Q["upsert_stream"], list(plan.versions.items()))
+        conn.execute(Q["set_head"], (plan.head, now_ms))
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield a stream's events from a version, forwards or backwards."""
+        remaining = check_limit(limit)
+        if from_version is None:
+            version = (1 << 62) if backwards else 0
+        else:
+            version = check_position(from_version, "from_version")
+        query = Q["read_stream_backward" if backwards else "read_stream_forward"]
+        while remaining is None or remaining > 0:
+            size = self.page_size if remaining is None else min(remaining, self.page_size)
+            rows = await self._read(lambda c, v=version, n=size: c.execute(query, (stream, v, n)).fetchall())
+            events = [_event(r) for r in rows]
+            for event in events:
+                yield event
+            if len(rows) < size:
+                return
+            version = events[-1].version + (-1 if backwards else 1)
+            if version < 0:
+                return
+            if remaining is not None:
+                remaining -= len(rows)
+
+    async def read_all(
+        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield events of the global log with a position above ``from_position``."""
+        remaining = check_limit(limit)
+        position = check_position(from_position, "from_position")
+        sql, args = _read_all_query(filter)
+        while remaining is None or remaining > 0:
+            size = self.page_size if remaining is None else min(remaining, self.page_size)
+
+            def page(c: sqlite3.Connection, p: int = position, n: int = size) -> list[RecordedEvent]:
+                return [_event(r) for r in c.execute(sql, (p, *args, n))]
+
+            events = await self._read(page)
+            for event in events:
+                yield event
+            if len(events) < size:
+                return
+            position = events[-1].position
+            if remaining is not None:
+                remaining -= len(events)
+
+    async def stream_version(self, stream: str) -> int | None:
+        """A stream's last version, or None if it does not exist."""
+        row = await self._read(lambda c: c.execute(Q["stream_version"], (stream,)).fetchone())
+        return None if row is None else int(row[0])
+
+    async def head(self) -> int:
+        """The last committed position, 0 when the store is empty."""
+        row = await self._read(lambda c: c.execute(Q["head"]).fetchone())
+        return int(row[0])
+
+    async def list_streams(
+        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[StreamInfo]:
+        """Yield streams in name order with their last version."""
+        remaining = check_limit(limit)
+        cursor = after or ""
+        while remaining is None or remaining > 0:
+            size = self.page_size if remaining is None else min(remaining, self.page_size)
+            rows = await self._read(
+                lambda c, a=cursor, n=size: c.execute(
+                    Q["list_streams"], (a, prefix, prefix, prefix, n)
+                ).fetchall()
+            )
+            for name, version in rows:
+                yield StreamInfo(name, version)
+            if len(rows) < size:
+                return
+            cursor = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
+        """The audit record of the transaction that wrote an event (or position), if any."""
+        position = event.position if isinstance(event, RecordedEvent) else int(event)
+        row = await self._read(lambda c: c.execute(Q["audit_of"], (position,)).fetchone())
+        if row is None:
+            return None
+        id_, user, extra, created_ms, arrived_ms = row
+        return AuditRecord(id_, user, decode_json(extra), _time(created_ms), _time(arrived_ms))
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Let the writer finish every queued append, then close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            self._queue.put(None)
+            await loop.run_in_executor(None, self._writer.join)
+        self._readers.shutdown(wait=True)
+        for conn in [*self._reader_conns, self._writer_conn]:
+            if conn is not None:
+                conn.close()
+
+
+def _read_all_query(filter: Filter | None) -> tuple[str, list[Any]]:
+    if filter is None or filter.is_empty:
+        return Q["read_all"], []
+    clauses, args = [], []
+    if filter.categories is not None:
+        clauses.append(f"category IN ({_marks(filter.categories)})")
+        args.extend(filter.categories)
+    if filter.stream_prefix is not None:
+        clauses.append("substr(stream, 1, ?) = ?")
+        args.extend([len(filter.stream_prefix), filter.stream_prefix])
+    if filter.types is not None:
+        clauses.append(f"type IN ({_marks(filter.types)})")
+        args.extend(filter.types)
+    sql = Q["read_all"].replace("WHERE position > ?", "WHERE position > ? AND " + " AND ".join(clauses))
+    return sql, args
+
+
+def _marks(values: Any) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _chunks(values: list[T]) -> list[list[T]]:
+    return [values[i : i + _MAX_VARS] for i in range(0, len(values), _MAX_VARS)]
+
+
+def _by_loop(
+    batch: list[_Pending], outcomes: list[list[AppendResult] | BaseException]
+) -> list[tuple[asyncio.AbstractEventLoop, list[_Pending], list[list[AppendResult] | BaseException]]]:
+    grouped: dict[int, tuple[asyncio.AbstractEventLoop, list[_Pending], list[Any]]] = {}
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        entry = grouped.setdefault(id(pending.loop), (pending.loop, [], []))
+        entry[1].append(pending)
+        entry[2].append(outcome)
+    return list(grouped.values())
