@@ -56,7 +56,10 @@ def expected_from_code(code: int) -> Expected:
 class NewEvent(msgspec.Struct, frozen=True):
     """An event to append: a type, its data, optional metadata and an optional id.
 
-    ``data`` may be any JSON value, a dataclass, a msgspec Struct or a pydantic model.
+    ``data`` may be any JSON value, a dataclass, a msgspec Struct or a pydantic model;
+    it is stored as its JSON encoding (msgspec's rules: tuples and sets become arrays,
+    datetimes, UUIDs and enums strings). What has no JSON form, NaN and infinities
+    included, is refused with ``InvalidEvent``.
     Giving ``id`` makes the append idempotent: appending the same ids with the same
     content again returns the first result and writes nothing.
     """

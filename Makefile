@@ -1,0 +1,42 @@
+# Every target sets up what it needs: a fresh machine needs only python3 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check unit bench services clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+## demo: append events to an embedded SQLite store and read them back
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+## services: start local PostgreSQL (and friends) if installed but stopped
+services:
+	bash scripts/services.sh
+
+## check: lint, types, layer contracts
+check: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## test: the whole suite against real services, slow fault tests included
+test: $(STAMP) services check
+	$(PY) -m pytest -q
+
+## unit: the fast in-memory part only
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/contracts -k memory
+
+## bench: benchmarks against eventsourcing (kept out of the test run)
+bench: $(STAMP) services
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,102 @@
+"""Shared fixtures: store URLs for every backend, on real services.
+
+PostgreSQL comes from TIDINGS_TEST_POSTGRES_URL; each test gets a schema of its own,
+dropped afterwards. Under CI=true an unreachable PostgreSQL fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+import tidings
+
+POSTGRES_URL = os.environ.get(
+    "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI") == "true"
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+DURABLE_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def with_option(url: str, key: str, value: object) -> str:
+    """Add a query option to a URL."""
+    return f"{url}{'&' if urlsplit(url).query else '?'}{key}={value}"
+
+
+_postgres_checked: list[str | None] = []
+
+
+async def pg_execute(sql: str, url: str = POSTGRES_URL) -> None:
+    """Run one statement on the test server."""
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def require_postgres() -> None:
+    """Skip (or, under CI=true, fail) when the test PostgreSQL cannot be reached."""
+    if not _postgres_checked:
+        try:
+            asyncio.run(pg_execute("SELECT 1"))
+            _postgres_checked.append(None)
+        except Exception as exc:
+            _postgres_checked.append(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc!r}")
+    problem = _postgres_checked[0]
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(problem + " (CI=true: a missing service is a failure)")
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store URL with a fresh schema, dropped after the test."""
+    require_postgres()
+    schema = "t_" + uuid.uuid4().hex[:16]
+    yield with_option(POSTGRES_URL, "schema", schema)
+    asyncio.run(pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """A SQLite store URL for a file in the test's temporary directory."""
+    yield f"sqlite:///{tmp_path / 'events.db'}"
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A store URL for the backend the test is parametrized with."""
+    backend = request.param
+    if backend == "memory":
+        yield "memory://"
+    elif backend == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[tidings.EventStore]:
+    """An open store on the parametrized backend."""
+    s = await tidings.connect(store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests that use ``store``/``store_url`` on every backend (or the durable ones)."""
+    if "store_url" in metafunc.fixturenames:
+        durable = metafunc.definition.get_closest_marker("durable") is not None
+        metafunc.parametrize("store_url", DURABLE_BACKENDS if durable else BACKENDS, indirect=True)
