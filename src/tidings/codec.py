@@ -90,7 +90,9 @@ def check_name(value: object, what: str) -> str:
     if not value:
         raise InvalidEvent(f"{what} must not be empty")
     if len(value) > MAX_NAME_LENGTH:
-        raise InvalidEvent(f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}")
+        raise InvalidEvent(
+            f"{what} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}"
+        )
     if not value.isprintable():
         raise InvalidEvent(f"{what} {value!r} holds control characters")
     return value

@@ -43,8 +43,7 @@ def expected_code(expected: object) -> int:
     if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
         return expected
     raise InvalidExpectedVersion(
-        f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, "
-        f"not {expected!r}"
+        f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, not {expected!r}"
     )
 
 

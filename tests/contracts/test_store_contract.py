@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import uuid
 from datetime import UTC, timedelta
 
@@ -23,14 +24,18 @@ async def all_events(store: tidings.EventStore, **kw: object) -> list[tidings.Re
     return [e async for e in store.read_all(**kw)]  # type: ignore[arg-type]
 
 
-async def stream_events(store: tidings.EventStore, stream: str, **kw: object) -> list[tidings.RecordedEvent]:
+async def stream_events(
+    store: tidings.EventStore, stream: str, **kw: object
+) -> list[tidings.RecordedEvent]:
     return [e async for e in store.read_stream(stream, **kw)]  # type: ignore[arg-type]
 
 
 # -- appending ---------------------------------------------------------------------------
 
 
-async def test_first_append_starts_at_version_zero_and_position_one(store: tidings.EventStore) -> None:
+async def test_first_append_starts_at_version_zero_and_position_one(
+    store: tidings.EventStore,
+) -> None:
     result = await store.append("order-1", [ev("A"), ev("B")], expected_version=NO_STREAM)
     assert result == tidings.AppendResult("order-1", 0, 1, 2)
     assert await store.stream_version("order-1") == 1
@@ -47,7 +52,9 @@ async def test_empty_store_has_head_zero_and_no_streams(store: tidings.EventStor
 
 async def test_recorded_events_carry_what_was_appended(store: tidings.EventStore) -> None:
     event_id = uuid.uuid4()
-    await store.append("order-1", [NewEvent("Placed", {"total": 10, "é": "ü"}, {"trace": "t1"}, event_id)])
+    await store.append(
+        "order-1", [NewEvent("Placed", {"total": 10, "é": "ü"}, {"trace": "t1"}, event_id)]
+    )
     [event] = await stream_events(store, "order-1")
     assert event.id == event_id
     assert (event.stream, event.type, event.version, event.position) == ("order-1", "Placed", 0, 1)
@@ -121,7 +128,7 @@ async def test_positions_are_contiguous_and_time_never_decreases(store: tidings.
     await asyncio.gather(*(store.append(f"s-{i % 7}", [ev(), ev()]) for i in range(60)))
     events = await all_events(store)
     assert [e.position for e in events] == list(range(1, 121))
-    assert all(a.time <= b.time for a, b in zip(events, events[1:], strict=False))
+    assert all(a.time <= b.time for a, b in itertools.pairwise(events))
     by_stream: dict[str, list[int]] = {}
     for e in events:
         by_stream.setdefault(e.stream, []).append(e.version)
@@ -147,20 +154,39 @@ class Paid(pydantic.BaseModel):
     amount: float
 
 
-async def test_data_accepts_json_dataclasses_structs_and_pydantic(store: tidings.EventStore) -> None:
-    values = [Placed(1, ["a"]), Shipped(1, "ups"), Paid(order=1, amount=9.5), [1, "x"], "text", 3, None, True]
+async def test_data_accepts_json_dataclasses_structs_and_pydantic(
+    store: tidings.EventStore,
+) -> None:
+    values = [
+        Placed(1, ["a"]),
+        Shipped(1, "ups"),
+        Paid(order=1, amount=9.5),
+        [1, "x"],
+        "text",
+        3,
+        None,
+        True,
+    ]
     await store.append("order-1", [NewEvent("T", v) for v in values])
     stored = [e.data for e in await stream_events(store, "order-1")]
     assert stored == [
-        {"order": 1, "lines": ["a"]}, {"order": 1, "carrier": "ups"}, {"order": 1, "amount": 9.5},
-        [1, "x"], "text", 3, None, True,
+        {"order": 1, "lines": ["a"]},
+        {"order": 1, "carrier": "ups"},
+        {"order": 1, "amount": 9.5},
+        [1, "x"],
+        "text",
+        3,
+        None,
+        True,
     ]
 
 
 # -- reading -----------------------------------------------------------------------------
 
 
-async def test_read_stream_forward_backward_from_version_and_limit(store: tidings.EventStore) -> None:
+async def test_read_stream_forward_backward_from_version_and_limit(
+    store: tidings.EventStore,
+) -> None:
     await store.append("s-1", [ev(data={"i": i}) for i in range(10)])
     await store.append("s-2", [ev()])
     versions = lambda events: [e.version for e in events]  # noqa: E731
@@ -168,7 +194,12 @@ async def test_read_stream_forward_backward_from_version_and_limit(store: tiding
     assert versions(await stream_events(store, "s-1", from_version=7)) == [7, 8, 9]
     assert versions(await stream_events(store, "s-1", from_version=2, limit=3)) == [2, 3, 4]
     assert versions(await stream_events(store, "s-1", backwards=True)) == list(range(9, -1, -1))
-    assert versions(await stream_events(store, "s-1", from_version=3, backwards=True)) == [3, 2, 1, 0]
+    assert versions(await stream_events(store, "s-1", from_version=3, backwards=True)) == [
+        3,
+        2,
+        1,
+        0,
+    ]
     assert versions(await stream_events(store, "s-1", backwards=True, limit=2)) == [9, 8]
     assert await stream_events(store, "s-1", from_version=10) == []
     assert await stream_events(store, "s-1", limit=0) == []
@@ -182,7 +213,11 @@ async def test_read_all_is_exclusive_of_the_checkpoint_and_pages_through_large_l
     events = await all_events(store)
     assert [e.position for e in events] == list(range(1, 2501))
     assert [e.position for e in await all_events(store, from_position=2498)] == [2499, 2500]
-    assert [e.position for e in await all_events(store, from_position=999, limit=3)] == [1000, 1001, 1002]
+    assert [e.position for e in await all_events(store, from_position=999, limit=3)] == [
+        1000,
+        1001,
+        1002,
+    ]
     assert len(await all_events(store, from_position=10, limit=1500)) == 1500
     assert await all_events(store, from_position=2500) == []
 
@@ -197,37 +232,64 @@ async def test_read_all_filters_by_category_prefix_and_type(store: tidings.Event
         return [(e.stream, e.type) for e in await all_events(store, filter=f, **kw)]
 
     assert await streams(Filter(categories=["order"])) == [
-        ("order-1", "Placed"), ("order-1", "Paid"), ("order-22", "Placed")]
+        ("order-1", "Placed"),
+        ("order-1", "Paid"),
+        ("order-22", "Placed"),
+    ]
     assert await streams(Filter(stream_prefix="order-2")) == [("order-22", "Placed")]
     assert await streams(Filter(types=["Placed"])) == [
-        ("order-1", "Placed"), ("order-22", "Placed"), ("orderly-1", "Placed")]
+        ("order-1", "Placed"),
+        ("order-22", "Placed"),
+        ("orderly-1", "Placed"),
+    ]
     assert await streams(Filter(categories=["order", "stock"], types=["Reserved", "Paid"])) == [
-        ("order-1", "Paid"), ("stock-1", "Reserved")]
-    assert await streams(Filter(types=["Placed"]), from_position=1, limit=1) == [("order-22", "Placed")]
+        ("order-1", "Paid"),
+        ("stock-1", "Reserved"),
+    ]
+    assert await streams(Filter(types=["Placed"]), from_position=1, limit=1) == [
+        ("order-22", "Placed")
+    ]
     assert await streams(Filter()) == await streams(Filter(stream_prefix=""))
 
 
-async def test_list_streams_in_name_order_with_prefix_after_and_limit(store: tidings.EventStore) -> None:
+async def test_list_streams_in_name_order_with_prefix_after_and_limit(
+    store: tidings.EventStore,
+) -> None:
     for name in ["order-2", "order-1", "stock-1", "order-10"]:
         await store.append(name, [ev(), ev()] if name == "order-10" else [ev()])
     infos = [s async for s in store.list_streams()]
     assert [(s.name, s.version) for s in infos] == [
-        ("order-1", 0), ("order-10", 1), ("order-2", 0), ("stock-1", 0)]
-    assert [s.name async for s in store.list_streams(prefix="order-")] == ["order-1", "order-10", "order-2"]
+        ("order-1", 0),
+        ("order-10", 1),
+        ("order-2", 0),
+        ("stock-1", 0),
+    ]
+    assert [s.name async for s in store.list_streams(prefix="order-")] == [
+        "order-1",
+        "order-10",
+        "order-2",
+    ]
     assert [s.name async for s in store.list_streams(after="order-10")] == ["order-2", "stock-1"]
-    assert [s.name async for s in store.list_streams(prefix="order-", limit=2)] == ["order-1", "order-10"]
+    assert [s.name async for s in store.list_streams(prefix="order-", limit=2)] == [
+        "order-1",
+        "order-10",
+    ]
 
 
 # -- transactions and audit --------------------------------------------------------------
 
 
-async def test_transaction_is_atomic_across_streams_with_an_audit_record(store: tidings.EventStore) -> None:
+async def test_transaction_is_atomic_across_streams_with_an_audit_record(
+    store: tidings.EventStore,
+) -> None:
     await store.append("order-42", [ev("Placed")])
     async with store.transaction(audit=Audit(user="alice", extra={"ip": "1.2.3.4"})) as tx:
         tx.append("order-42", [ev("Paid")], expected_version=0)
         tx.append("stock-7", [ev("Reserved"), ev("Reserved")], expected_version=NO_STREAM)
     assert tx.results == [
-        tidings.AppendResult("order-42", 1, 1, 2), tidings.AppendResult("stock-7", 0, 1, 4)]
+        tidings.AppendResult("order-42", 1, 1, 2),
+        tidings.AppendResult("stock-7", 0, 1, 4),
+    ]
     events = await all_events(store)
     first_audit = await store.audit(events[0])
     assert first_audit is None
@@ -268,7 +330,9 @@ async def test_transaction_body_raising_writes_nothing(store: tidings.EventStore
     assert await store.head() == 0
 
 
-async def test_transaction_refuses_bad_appends_at_once_and_empty_commits(store: tidings.EventStore) -> None:
+async def test_transaction_refuses_bad_appends_at_once_and_empty_commits(
+    store: tidings.EventStore,
+) -> None:
     with pytest.raises(tidings.InvalidEvent):
         async with store.transaction() as tx:
             tx.append("s-1", [ev()])
@@ -282,7 +346,9 @@ async def test_transaction_refuses_bad_appends_at_once_and_empty_commits(store: 
 # -- idempotency -------------------------------------------------------------------------
 
 
-async def test_reappending_the_same_ids_and_content_returns_the_first_result(store: tidings.EventStore) -> None:
+async def test_reappending_the_same_ids_and_content_returns_the_first_result(
+    store: tidings.EventStore,
+) -> None:
     events = [ev("A", id=uuid.uuid4()), ev("B", id=uuid.uuid4())]
     first = await store.append("s-1", events, expected_version=NO_STREAM)
     await store.append("s-2", [ev()])
@@ -292,7 +358,9 @@ async def test_reappending_the_same_ids_and_content_returns_the_first_result(sto
     assert await store.append("s-1", events[:1]) == tidings.AppendResult("s-1", 0, 0, 1)
 
 
-async def test_same_id_with_other_content_or_place_is_a_duplicate(store: tidings.EventStore) -> None:
+async def test_same_id_with_other_content_or_place_is_a_duplicate(
+    store: tidings.EventStore,
+) -> None:
     event_id = uuid.uuid4()
     await store.append("s-1", [NewEvent("A", {"x": 1}, id=event_id)])
     with pytest.raises(tidings.DuplicateEventId) as info:
@@ -325,7 +393,9 @@ async def test_concurrent_retries_of_one_append_write_it_once(store: tidings.Eve
 
 
 @pytest.mark.parametrize(
-    "stream", ["", "x" * 256, 42, None, "bad\nname"], ids=["empty", "long", "int", "none", "control"]
+    "stream",
+    ["", "x" * 256, 42, None, "bad\nname"],
+    ids=["empty", "long", "int", "none", "control"],
 )
 async def test_bad_stream_names_are_refused(store: tidings.EventStore, stream: object) -> None:
     with pytest.raises(tidings.InvalidEvent):
@@ -348,7 +418,9 @@ async def test_bad_stream_names_are_refused(store: tidings.EventStore, stream: o
     ],
     ids=["empty-type", "long-type", "tuple-key", "object", "nan", "inf", "metadata", "id", "str"],
 )
-async def test_bad_events_are_refused_and_nothing_is_written(store: tidings.EventStore, event: object) -> None:
+async def test_bad_events_are_refused_and_nothing_is_written(
+    store: tidings.EventStore, event: object
+) -> None:
     with pytest.raises(tidings.InvalidEvent):
         await store.append("s-1", [ev(), event])  # type: ignore[list-item]
     assert await store.head() == 0
@@ -367,14 +439,18 @@ async def test_the_same_id_twice_in_one_append_is_refused(store: tidings.EventSt
 
 
 @pytest.mark.parametrize("expected", ["1", 1.0, True, -1, -5, None, [0]])
-async def test_expected_versions_of_the_wrong_kind_are_refused(store: tidings.EventStore, expected: object) -> None:
+async def test_expected_versions_of_the_wrong_kind_are_refused(
+    store: tidings.EventStore, expected: object
+) -> None:
     with pytest.raises(tidings.InvalidExpectedVersion):
         await store.append("s-1", [ev()], expected_version=expected)  # type: ignore[arg-type]
     assert await store.head() == 0
 
 
 @pytest.mark.parametrize("kw", [{"limit": -1}, {"from_position": -1}, {"limit": "3"}])
-async def test_bad_read_arguments_are_refused(store: tidings.EventStore, kw: dict[str, object]) -> None:
+async def test_bad_read_arguments_are_refused(
+    store: tidings.EventStore, kw: dict[str, object]
+) -> None:
     with pytest.raises(tidings.InvalidInput):
         await all_events(store, **kw)
 
@@ -417,7 +493,11 @@ async def test_events_survive_reopening_the_store(store_url: str) -> None:
     async with await tidings.connect(store_url) as store:
         events = await all_events(store)
         assert [(e.stream, e.version, e.position) for e in events] == [
-            ("s-1", 0, 1), ("s-1", 1, 2), ("s-1", 2, 3), ("s-2", 0, 4)]
+            ("s-1", 0, 1),
+            ("s-1", 1, 2),
+            ("s-1", 2, 3),
+            ("s-2", 0, 4),
+        ]
         audit = await store.audit(4)
         assert audit is not None and audit.user == "carol" and audit.extra == {"k": [1]}
         result = await store.append("s-1", [ev()], expected_version=2)

@@ -10,8 +10,15 @@ from tidings.store.base import EventStore, StoreFront, Transaction
 
 __all__ = ["EventStore", "StoreFront", "Transaction", "connect", "redact"]
 
-_INT_OPTIONS = {"max_event_bytes", "page_size", "min_size", "max_size", "statement_cache_size",
-                "busy_timeout_ms", "max_batch_events"}
+_INT_OPTIONS = {
+    "max_event_bytes",
+    "page_size",
+    "min_size",
+    "max_size",
+    "statement_cache_size",
+    "busy_timeout_ms",
+    "max_batch_events",
+}
 
 
 def redact(url: str) -> str:
@@ -31,7 +38,9 @@ def url_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
         try:
             merged[key] = int(merged[key])
         except (TypeError, ValueError):
-            raise ConfigurationError(f"option {key} must be an integer, not {merged[key]!r}") from None
+            raise ConfigurationError(
+                f"option {key} must be an integer, not {merged[key]!r}"
+            ) from None
     return merged
 
 

@@ -107,7 +107,9 @@ class Transaction:
     def __init__(self, store: StoreFront, audit: Audit | None) -> None:
         if audit is not None and not isinstance(audit, Audit):
             raise InvalidEvent(f"audit must be an Audit, not {type(audit).__name__}")
-        if audit is not None and (not isinstance(audit.user, str) or not isinstance(audit.extra, dict)):
+        if audit is not None and (
+            not isinstance(audit.user, str) or not isinstance(audit.extra, dict)
+        ):
             raise InvalidEvent("audit needs a str user and a dict of extra fields")
         self._store = store
         self._group = Group([], audit, time.time_ns() // 1_000_000)

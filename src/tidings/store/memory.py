@@ -94,7 +94,11 @@ class MemoryStore(StoreFront):
         limit = check_limit(limit)
         positions = self._streams.get(stream, [])
         if backwards:
-            start = len(positions) - 1 if from_version is None else check_position(from_version, "from_version")
+            start = (
+                len(positions) - 1
+                if from_version is None
+                else check_position(from_version, "from_version")
+            )
             chosen = positions[: start + 1][::-1]
         else:
             start = 0 if from_version is None else check_position(from_version, "from_version")
@@ -137,7 +141,8 @@ class MemoryStore(StoreFront):
         self._check_open()
         limit = check_limit(limit)
         names = sorted(
-            n for n in self._streams
+            n
+            for n in self._streams
             if (prefix is None or n.startswith(prefix)) and (after is None or n > after)
         )
         for name in names[:limit]:

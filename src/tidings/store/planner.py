@@ -103,11 +103,23 @@ def plan_batch(
                     version += 1
                     position += 1
                     rows.append(
-                        Row(position, event.id, append.stream, version, event.type,
-                            event.data, event.metadata, index)
+                        Row(
+                            position,
+                            event.id,
+                            append.stream,
+                            version,
+                            event.type,
+                            event.data,
+                            event.metadata,
+                            index,
+                        )
                     )
                     trial_stored[event.id] = StoredIdentity(
-                        append.stream, version, position, event.type, event.data,
+                        append.stream,
+                        version,
+                        position,
+                        event.type,
+                        event.data,
                         event.metadata,
                     )
                 trial_versions[append.stream] = version
@@ -122,9 +134,7 @@ def plan_batch(
         plan.head = position
         versions = trial_versions
         stored.update(trial_stored)
-    plan.versions = {
-        row.stream: versions[row.stream] for row in plan.rows
-    }
+    plan.versions = {row.stream: versions[row.stream] for row in plan.rows}
     return plan
 
 
@@ -161,9 +171,13 @@ def _replay(
         return None
     for event, stored in zip(append.events, found, strict=True):
         if stored is None:
-            raise DuplicateEventId(event.id, append.stream, "only some of the append's events are stored")
+            raise DuplicateEventId(
+                event.id, append.stream, "only some of the append's events are stored"
+            )
         if stored.stream != append.stream:
-            raise DuplicateEventId(event.id, append.stream, f"it is stored in stream {stored.stream!r}")
+            raise DuplicateEventId(
+                event.id, append.stream, f"it is stored in stream {stored.stream!r}"
+            )
         if not same_content(event.type, event.data, event.metadata, stored):
             raise DuplicateEventId(event.id, append.stream)
     first, last = found[0], found[-1]

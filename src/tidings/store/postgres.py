@@ -21,7 +21,14 @@ from tidings.errors import (
     TidingsError,
     WrongExpectedVersion,
 )
-from tidings.events import AppendResult, AuditRecord, Filter, RecordedEvent, StreamInfo, expected_from_code
+from tidings.events import (
+    AppendResult,
+    AuditRecord,
+    Filter,
+    RecordedEvent,
+    StreamInfo,
+    expected_from_code,
+)
 from tidings.sql import load_queries, migrations
 from tidings.store import redact
 from tidings.store.base import DEFAULT_PAGE_SIZE, StoreFront, check_limit, check_position
@@ -29,19 +36,34 @@ from tidings.store.planner import Group
 
 log = logging.getLogger("tidings.store.postgres")
 
-_OPTIONS = {"schema", "min_size", "max_size", "statement_cache_size", "page_size",
-            "max_batch_events", "max_event_bytes", "writers"}
-_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.exceptions.InterfaceError,
-                      asyncpg.exceptions.PostgresConnectionError,
-                      asyncpg.exceptions.CannotConnectNowError,
-                      asyncpg.exceptions.AdminShutdownError)
+_OPTIONS = {
+    "schema",
+    "min_size",
+    "max_size",
+    "statement_cache_size",
+    "page_size",
+    "max_batch_events",
+    "max_event_bytes",
+    "writers",
+}
+_DRIVER_ERRORS: tuple[type[BaseException], ...]
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+_DRIVER_ERRORS = (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError)
 _MAX_PENDING = 10_000
 
 
 def _event(row: Any) -> RecordedEvent:
     position, id_, stream, version, type_, data, metadata, time = row
-    return RecordedEvent(id_, stream, type_, decode_json(data), decode_json(metadata),
-                         version, position, time)
+    return RecordedEvent(
+        id_, stream, type_, decode_json(data), decode_json(metadata), version, position, time
+    )
 
 
 class _Pending:
@@ -60,8 +82,17 @@ class PostgresStore(StoreFront):
     Concurrent appends are committed together, one function call per batch.
     """
 
-    def __init__(self, url: str, pool: asyncpg.Pool, schema: str, *, page_size: int,
-                 max_batch_events: int, writers: int, max_event_bytes: int | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool: asyncpg.Pool,
+        schema: str,
+        *,
+        page_size: int,
+        max_batch_events: int,
+        writers: int,
+        max_event_bytes: int | None,
+    ) -> None:
         kwargs = {} if max_event_bytes is None else {"max_event_bytes": max_event_bytes}
         super().__init__(url, **kwargs)
         self.schema = schema
@@ -80,14 +111,15 @@ class PostgresStore(StoreFront):
     @classmethod
     async def open(cls, url: str, **options: Any) -> PostgresStore:
         """Connect a pool to the database a ``postgresql://`` URL names, migrating its schema."""
-        unknown = options.keys() - _OPTIONS
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OPTIONS]
+        # Other URL parameters (sslmode, application_name...) are the driver's.
+        unknown = options.keys() - _OPTIONS - {k for k, _ in query}
         if unknown:
             raise ConfigurationError(f"unknown option(s) {sorted(unknown)} for {redact(url)}")
         schema = str(options.get("schema", "tidings"))
         if not schema or len(schema) > 63:
             raise ConfigurationError(f"schema name {schema!r} is not usable")
-        parts = urlsplit(url)
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _OPTIONS]
         dsn = parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
         try:
             pool = await asyncpg.create_pool(
@@ -97,18 +129,22 @@ class PostgresStore(StoreFront):
                 statement_cache_size=options.get("statement_cache_size", 100),
                 timeout=10,
             )
-        except _CONNECTION_ERRORS + (asyncpg.exceptions.PostgresError,) as exc:
+        except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(redact(url), f"{type(exc).__name__}: {exc}") from exc
         try:
             await _migrate(pool, schema)
         except BaseException:
             await pool.close()
             raise
-        return cls(url, pool, schema,
-                   page_size=options.get("page_size", DEFAULT_PAGE_SIZE),
-                   max_batch_events=options.get("max_batch_events", 5_000),
-                   writers=options.get("writers", 2),
-                   max_event_bytes=options.get("max_event_bytes"))
+        return cls(
+            url,
+            pool,
+            schema,
+            page_size=options.get("page_size", DEFAULT_PAGE_SIZE),
+            max_batch_events=options.get("max_batch_events", 5_000),
+            writers=options.get("writers", 2),
+            max_event_bytes=options.get("max_event_bytes"),
+        )
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         error = StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}")
@@ -145,7 +181,7 @@ class PostgresStore(StoreFront):
                         p.future.set_exception(TidingsError("the store closed during the append"))
                 raise
             except Exception as exc:  # keep the writer alive; fail only this batch
-                if not isinstance(exc, _CONNECTION_ERRORS + (asyncpg.exceptions.PostgresError,)):
+                if not isinstance(exc, _DRIVER_ERRORS):
                     log.exception("append batch failed")
                 error = self._unavailable(exc)
                 outcomes = [error] * len(batch)
@@ -181,7 +217,9 @@ class PostgresStore(StoreFront):
             audit = group.audit
             g_user.append(None if audit is None else audit.user)
             g_extra.append(None if audit is None else encode_json(audit.extra, "audit extra"))
-            g_created.append(None if audit is None else datetime.fromtimestamp(group.created_ms / 1000, UTC))
+            g_created.append(
+                None if audit is None else datetime.fromtimestamp(group.created_ms / 1000, UTC)
+            )
             for append in group.appends:
                 a_group.append(gi)
                 a_stream.append(append.stream)
@@ -197,8 +235,20 @@ class PostgresStore(StoreFront):
                     e_meta.append(event.metadata)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                self._q["append_batch"], a_group, a_stream, a_expected, a_count, a_check,
-                e_app, e_id, e_type, e_data, e_meta, g_user, g_extra, g_created,
+                self._q["append_batch"],
+                a_group,
+                a_stream,
+                a_expected,
+                a_count,
+                a_check,
+                e_app,
+                e_id,
+                e_type,
+                e_data,
+                e_meta,
+                g_user,
+                g_extra,
+                g_created,
             )
         outcomes: list[list[AppendResult] | TidingsError] = []
         index = 0
@@ -211,7 +261,9 @@ class PostgresStore(StoreFront):
                 if status in (0, 1):
                     results.append(AppendResult(append.stream, first, last, position))
                 elif status == 2 and error is None:
-                    error = WrongExpectedVersion(append.stream, expected_from_code(append.expected), actual)
+                    error = WrongExpectedVersion(
+                        append.stream, expected_from_code(append.expected), actual
+                    )
                 elif status == 3 and error is None:
                     bad_id, _, reason = detail.partition(" ")
                     error = DuplicateEventId(UUID(bad_id), append.stream, reason)
@@ -225,7 +277,7 @@ class PostgresStore(StoreFront):
         try:
             async with self._pool.acquire() as conn:
                 return list(await conn.fetch(query, *args))
-        except _CONNECTION_ERRORS + (asyncpg.exceptions.PostgresError,) as exc:
+        except _DRIVER_ERRORS as exc:
             raise self._unavailable(exc) from exc
 
     async def read_stream(
@@ -289,7 +341,9 @@ class PostgresStore(StoreFront):
         if filter.types is not None:
             args.append(list(filter.types))
             clauses.append(f"type = ANY (${len(args) + 1}::text[])")
-        query = base.replace("WHERE position > $1", "WHERE position > $1 AND " + " AND ".join(clauses))
+        query = base.replace(
+            "WHERE position > $1", "WHERE position > $1 AND " + " AND ".join(clauses)
+        )
         return query.replace("LIMIT $2", f"LIMIT ${len(args) + 2}"), args
 
     async def stream_version(self, stream: str) -> int | None:

@@ -44,8 +44,14 @@ def _time(ms: int) -> datetime:
 def _event(row: tuple[Any, ...]) -> RecordedEvent:
     position, id_, stream, version, type_, data, metadata, time_ms = row
     return RecordedEvent(
-        UUID(bytes=id_), stream, type_, decode_json(data), decode_json(metadata),
-        version, position, _EPOCH + timedelta(milliseconds=time_ms),
+        UUID(bytes=id_),
+        stream,
+        type_,
+        decode_json(data),
+        decode_json(metadata),
+        version,
+        position,
+        _EPOCH + timedelta(milliseconds=time_ms),
     )
 
 
@@ -92,7 +98,9 @@ class SQLiteStore(StoreFront):
         kwargs = {} if max_event_bytes is None else {"max_event_bytes": max_event_bytes}
         super().__init__(url, **kwargs)
         if synchronous.lower() not in _SYNC_MODES:
-            raise ConfigurationError(f"synchronous must be one of {sorted(_SYNC_MODES)}, not {synchronous!r}")
+            raise ConfigurationError(
+                f"synchronous must be one of {sorted(_SYNC_MODES)}, not {synchronous!r}"
+            )
         self.path = path
         self.synchronous = _SYNC_MODES[synchronous.lower()]
         self.busy_timeout_ms = busy_timeout_ms
@@ -116,7 +124,13 @@ class SQLiteStore(StoreFront):
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path:
             raise ConfigurationError(f"sqlite URL {url!r} names no file")
-        allowed = {"synchronous", "busy_timeout_ms", "page_size", "max_batch_events", "max_event_bytes"}
+        allowed = {
+            "synchronous",
+            "busy_timeout_ms",
+            "page_size",
+            "max_batch_events",
+            "max_event_bytes",
+        }
         unknown = options.keys() - allowed
         if unknown:
             raise ConfigurationError(f"unknown option(s) {sorted(unknown)} for {url}")
@@ -158,7 +172,9 @@ class SQLiteStore(StoreFront):
             self._migrate(conn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
-        self._writer = threading.Thread(target=self._write_loop, name="tidings-sqlite-writer", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="tidings-sqlite-writer", daemon=True
+        )
         self._writer.start()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -171,7 +187,10 @@ class SQLiteStore(StoreFront):
                     continue
                 for statement in split_statements(migration.sql):
                     conn.execute(statement)
-                conn.execute(Q["record_migration"], (migration.version, migration.name, time.time_ns() // 1_000_000))
+                conn.execute(
+                    Q["record_migration"],
+                    (migration.version, migration.name, time.time_ns() // 1_000_000),
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -196,6 +215,9 @@ class SQLiteStore(StoreFront):
                 raise StoreUnavailable(self.url, str(exc)) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return await self._read(lambda c: c.execute(sql, params).fetchall())
 
     # -- writing ----------------------------------------------------------------------
 
@@ -261,12 +283,12 @@ class SQLiteStore(StoreFront):
             versions.update(conn.execute(sql, chunk).fetchall())
         stored: dict[UUID, StoredIdentity] = {}
         ids = [i.bytes for i in given_ids(groups)]
-        for chunk in _chunks(ids):
+        for id_chunk in _chunks(ids):
             sql = (
                 "SELECT id, stream, version, position, type, data, metadata FROM tidings_events"
-                f" WHERE id IN ({_marks(chunk)})"
+                f" WHERE id IN ({_marks(id_chunk)})"
             )
-            for id_, *rest in conn.execute(sql, chunk):
+            for id_, *rest in conn.execute(sql, id_chunk):
                 stored[UUID(bytes=id_)] = StoredIdentity(*rest)
         return plan_batch(groups, versions, stored, head)
 
@@ -279,15 +301,30 @@ class SQLiteStore(StoreFront):
             if audit is not None:
                 cursor = conn.execute(
                     Q["insert_audit"],
-                    (audit.user, encode_json(audit.extra, "audit extra"), groups[index].created_ms, now_ms),
+                    (
+                        audit.user,
+                        encode_json(audit.extra, "audit extra"),
+                        groups[index].created_ms,
+                        now_ms,
+                    ),
                 )
                 assert cursor.lastrowid is not None
                 audit_ids[index] = cursor.lastrowid
         conn.executemany(
             Q["insert_event"],
             [
-                (r.position, r.id.bytes, r.stream, r.version, r.type, r.data, r.metadata,
-                 now_ms, category_of(r.stream), audit_ids.get(r.group))
+                (
+                    r.position,
+                    r.id.bytes,
+                    r.stream,
+                    r.version,
+                    r.type,
+                    r.data,
+                    r.metadata,
+                    now_ms,
+                    category_of(r.stream),
+                    audit_ids.get(r.group),
+                )
                 for r in plan.rows
             ],
         )
@@ -312,7 +349,7 @@ class SQLiteStore(StoreFront):
         query = Q["read_stream_backward" if backwards else "read_stream_forward"]
         while remaining is None or remaining > 0:
             size = self.page_size if remaining is None else min(remaining, self.page_size)
-            rows = await self._read(lambda c, v=version, n=size: c.execute(query, (stream, v, n)).fetchall())
+            rows = await self._rows(query, (stream, version, size))
             events = [_event(r) for r in rows]
             for event in events:
                 yield event
@@ -334,7 +371,9 @@ class SQLiteStore(StoreFront):
         while remaining is None or remaining > 0:
             size = self.page_size if remaining is None else min(remaining, self.page_size)
 
-            def page(c: sqlite3.Connection, p: int = position, n: int = size) -> list[RecordedEvent]:
+            def page(
+                c: sqlite3.Connection, p: int = position, n: int = size
+            ) -> list[RecordedEvent]:
                 return [_event(r) for r in c.execute(sql, (p, *args, n))]
 
             events = await self._read(page)
@@ -364,11 +403,7 @@ class SQLiteStore(StoreFront):
         cursor = after or ""
         while remaining is None or remaining > 0:
             size = self.page_size if remaining is None else min(remaining, self.page_size)
-            rows = await self._read(
-                lambda c, a=cursor, n=size: c.execute(
-                    Q["list_streams"], (a, prefix, prefix, prefix, n)
-                ).fetchall()
-            )
+            rows = await self._rows(Q["list_streams"], (cursor, prefix, prefix, prefix, size))
             for name, version in rows:
                 yield StreamInfo(name, version)
             if len(rows) < size:
@@ -406,7 +441,8 @@ class SQLiteStore(StoreFront):
 def _read_all_query(filter: Filter | None) -> tuple[str, list[Any]]:
     if filter is None or filter.is_empty:
         return Q["read_all"], []
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     if filter.categories is not None:
         clauses.append(f"category IN ({_marks(filter.categories)})")
         args.extend(filter.categories)
@@ -416,7 +452,9 @@ def _read_all_query(filter: Filter | None) -> tuple[str, list[Any]]:
     if filter.types is not None:
         clauses.append(f"type IN ({_marks(filter.types)})")
         args.extend(filter.types)
-    sql = Q["read_all"].replace("WHERE position > ?", "WHERE position > ? AND " + " AND ".join(clauses))
+    sql = Q["read_all"].replace(
+        "WHERE position > ?", "WHERE position > ? AND " + " AND ".join(clauses)
+    )
     return sql, args
 
 
@@ -430,7 +468,9 @@ def _chunks(values: list[T]) -> list[list[T]]:
 
 def _by_loop(
     batch: list[_Pending], outcomes: list[list[AppendResult] | BaseException]
-) -> list[tuple[asyncio.AbstractEventLoop, list[_Pending], list[list[AppendResult] | BaseException]]]:
+) -> list[
+    tuple[asyncio.AbstractEventLoop, list[_Pending], list[list[AppendResult] | BaseException]]
+]:
     grouped: dict[int, tuple[asyncio.AbstractEventLoop, list[_Pending], list[Any]]] = {}
     for pending, outcome in zip(batch, outcomes, strict=True):
         entry = grouped.setdefault(id(pending.loop), (pending.loop, [], []))

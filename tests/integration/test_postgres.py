@@ -1,0 +1,233 @@
+"""PostgreSQL specifics: gap-free global order under concurrency, migrations, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+import tidings
+from tests.conftest import POSTGRES_URL, pg_execute, with_option
+from tidings.sql import declared_schema, load_queries
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _held_open_append(
+    url: str, schema: str, stream: str, count: int, hold: float, commit: bool
+) -> list[uuid.UUID]:
+    """Append through the batch function in a transaction held open before commit,
+    as a slow node would; returns the ids it committed (none when rolled back)."""
+    ids = [uuid.uuid4() for _ in range(count)]
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.fetch(
+            load_queries("postgres", schema)["append_batch"],
+            [1],
+            [stream],
+            [-1],
+            [count],
+            [False],
+            [1] * count,
+            ids,
+            ["Held"] * count,
+            ['{"held": true}'] * count,
+            ["{}"] * count,
+            [None],
+            [None],
+            [None],
+        )
+        await asyncio.sleep(hold)
+        if commit:
+            await tx.commit()
+            return ids
+        await tx.rollback()
+        return []
+    finally:
+        await conn.close()
+
+
+async def test_a_follower_of_the_log_sees_every_event_exactly_once_under_concurrent_writers(
+    pg_url: str,
+) -> None:
+    schema = pg_url.rsplit("schema=", 1)[1]
+    nodes = [await tidings.connect(pg_url) for _ in range(3)]  # three "nodes", three pools
+    committed: list[uuid.UUID] = []
+    done = asyncio.Event()
+
+    async def node_writer(store: tidings.EventStore, n: int) -> None:
+        for i in range(40):
+            events = [
+                tidings.NewEvent("Fast", {"n": n, "i": i}, id=uuid.uuid4())
+                for _ in range(1 + i % 3)
+            ]
+            await store.append(f"fast-{n}", events)
+            committed.extend(e.id for e in events if e.id is not None)
+
+    async def slow_writer(n: int) -> None:
+        for i in range(6):
+            ids = await _held_open_append(
+                pg_url,
+                schema,
+                f"slow-{n}",
+                1 + i % 4,
+                random.uniform(0.02, 0.15),
+                commit=i % 3 != 2,
+            )
+            committed.extend(ids)
+
+    seen: list[tidings.RecordedEvent] = []
+
+    async def follower() -> None:
+        store = nodes[0]
+        while True:
+            finished = done.is_set()
+            last = seen[-1].position if seen else 0
+            seen.extend([e async for e in store.read_all(from_position=last)])
+            if finished:
+                return
+            await asyncio.sleep(0.001)
+
+    reader = asyncio.create_task(follower())
+    writers = [node_writer(nodes[n % 3], n) for n in range(12)] + [slow_writer(n) for n in range(4)]
+    await asyncio.gather(*writers)
+    done.set()
+    await reader
+    try:
+        positions = [e.position for e in seen]
+        assert positions == list(range(1, len(seen) + 1)), (
+            "the follower skipped or repeated a position"
+        )
+        assert sorted(e.id for e in seen) == sorted(committed), "committed and seen events differ"
+        assert len({e.id for e in seen}) == len(seen)
+        assert all(a.time <= b.time for a, b in itertools.pairwise(seen))
+        assert positions[-1] == await nodes[1].head()
+    finally:
+        for store in nodes:
+            await store.close()
+
+
+async def test_migrated_schema_matches_the_declared_schema(
+    pg_url: str, admin: asyncpg.Connection
+) -> None:
+    migrated = pg_url.rsplit("schema=", 1)[1]
+    declared = "d_" + uuid.uuid4().hex[:16]
+    async with await tidings.connect(pg_url):
+        pass
+    await admin.execute(f'CREATE SCHEMA "{declared}"')
+    try:
+        await admin.execute(declared_schema("postgres", declared))
+        assert await _catalog(admin, migrated) == await _catalog(admin, declared)
+    finally:
+        await admin.execute(f'DROP SCHEMA "{declared}" CASCADE')
+
+
+async def _catalog(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
+    def norm(text: str | None) -> str | None:
+        return None if text is None else text.replace(f'"{schema}".', "").replace(f"{schema}.", "")
+
+    columns = await conn.fetch(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_schema = $1 ORDER BY 1, 2",
+        schema,
+    )
+    indexes = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY 1", schema
+    )
+    constraints = await conn.fetch(
+        "SELECT c.conrelid::regclass::text AS tbl, c.conname, pg_get_constraintdef(c.oid) AS def"
+        " FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
+        " WHERE n.nspname = $1 ORDER BY 2",
+        schema,
+    )
+    functions = await conn.fetch(
+        "SELECT p.proname, pg_get_function_arguments(p.oid) AS args, p.prosrc"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1"
+        " ORDER BY 1",
+        schema,
+    )
+    return {
+        "columns": [tuple(norm(v) if isinstance(v, str) else v for v in r) for r in columns],
+        "indexes": [(r[0], norm(r[1])) for r in indexes],
+        "constraints": [(norm(r[0]), r[1], norm(r[2])) for r in constraints],
+        "functions": [(r[0], r[1], norm(r[2])) for r in functions],
+    }
+
+
+async def test_concurrent_first_connects_migrate_once(
+    pg_url: str, admin: asyncpg.Connection
+) -> None:
+    stores = await asyncio.gather(*(tidings.connect(pg_url) for _ in range(4)))
+    for store in stores:
+        await store.close()
+    schema = pg_url.rsplit("schema=", 1)[1]
+    assert await admin.fetchval(f'SELECT count(*) FROM "{schema}".migrations') == 1
+
+
+async def test_an_unreachable_database_raises_store_unavailable_without_the_password() -> None:
+    url = "postgresql://postgres:s3cret@127.0.0.1:1/postgres"
+    with pytest.raises(tidings.StoreUnavailable) as info:
+        await tidings.connect(url)
+    assert "s3cret" not in str(info.value)
+    assert "***" in info.value.url
+
+
+async def test_a_missing_database_raises_store_unavailable() -> None:
+    with pytest.raises(tidings.StoreUnavailable):
+        await tidings.connect(
+            "postgresql://postgres@127.0.0.1:5432/no_such_db_" + uuid.uuid4().hex[:8]
+        )
+
+
+async def test_without_a_statement_cache_it_works_as_behind_a_transaction_pooler(
+    pg_url: str,
+) -> None:
+    async with await tidings.connect(with_option(pg_url, "statement_cache_size", 0)) as store:
+        await store.append("s-1", [tidings.NewEvent("A", {})])
+        assert [e.type async for e in store.read_all()] == ["A"]
+
+
+async def test_events_written_by_other_nodes_are_visible_to_every_node(pg_url: str) -> None:
+    async with await tidings.connect(pg_url) as one, await tidings.connect(pg_url) as two:
+        await one.append("s-1", [tidings.NewEvent("A", {})], expected_version=tidings.NO_STREAM)
+        with pytest.raises(tidings.WrongExpectedVersion):
+            await two.append("s-1", [tidings.NewEvent("B", {})], expected_version=tidings.NO_STREAM)
+        await two.append("s-1", [tidings.NewEvent("B", {})], expected_version=0)
+        assert [e.type async for e in one.read_stream("s-1")] == ["A", "B"]
+
+
+async def test_losing_the_connection_mid_use_raises_store_unavailable_then_recovers(
+    pg_url: str,
+) -> None:
+    name = "victim_" + uuid.uuid4().hex[:8]
+    async with await tidings.connect(with_option(pg_url, "application_name", name)) as store:
+        await store.append("s-1", [tidings.NewEvent("A", {})])
+        await pg_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE application_name = '{name}'"
+        )
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(await store.append("s-1", [tidings.NewEvent("B", {})]))
+            except tidings.StoreUnavailable:
+                outcomes.append(None)
+        assert outcomes[-1] is not None, "the pool did not recover after its connections were cut"
+        assert await store.stream_version("s-1") == sum(1 for o in outcomes if o)

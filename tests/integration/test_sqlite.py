@@ -1,0 +1,95 @@
+"""SQLite specifics: file handling, durability modes, migrations, bad URLs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import tidings
+from tidings.sql import declared_schema, split_statements
+
+
+def _catalog(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+    tables = [
+        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+    ]
+    shape: list[tuple[object, ...]] = []
+    for table in tables:
+        shape.append(("table", table, tuple(conn.execute(f"PRAGMA table_xinfo({table})"))))
+        for index in conn.execute(f"PRAGMA index_list({table})").fetchall():
+            shape.append(
+                ("index", table, index[1:], tuple(conn.execute(f"PRAGMA index_xinfo({index[1]})")))
+            )
+        shape.append(("fk", table, tuple(conn.execute(f"PRAGMA foreign_key_list({table})"))))
+    return shape
+
+
+async def test_migrated_schema_matches_the_declared_schema(tmp_path: Path) -> None:
+    async with await tidings.connect(f"sqlite:///{tmp_path / 'migrated.db'}"):
+        pass
+    declared = sqlite3.connect(tmp_path / "declared.db")
+    for statement in split_statements(declared_schema("sqlite")):
+        declared.execute(statement)
+    migrated = sqlite3.connect(tmp_path / "migrated.db")
+    assert _catalog(migrated) == _catalog(declared)
+
+
+async def test_reopening_does_not_migrate_again(sqlite_url: str) -> None:
+    for _ in range(3):
+        async with await tidings.connect(sqlite_url) as store:
+            await store.append("s-1", [tidings.NewEvent("A", {})])
+    path = sqlite_url.removeprefix("sqlite:///")
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM tidings_migrations").fetchone() == (
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "pragma"), [("", 2), ("?synchronous=normal", 1), ("?synchronous=FULL", 2)]
+)
+async def test_durability_is_full_by_default_and_normal_on_request(
+    sqlite_url: str, option: str, pragma: int
+) -> None:
+    store = await tidings.connect(sqlite_url + option)
+    async with store:
+        assert store.synchronous == {1: "NORMAL", 2: "FULL"}[pragma]  # type: ignore[attr-defined]
+        conn = store._writer_conn  # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite://host/x.db",
+        "sqlite:///x.db?synchronous=sometimes",
+        "sqlite:///x.db?nope=1",
+    ],
+)
+async def test_bad_sqlite_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(tidings.ConfigurationError):
+        await tidings.connect(url)
+
+
+async def test_a_missing_directory_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(tidings.StoreUnavailable):
+        await tidings.connect(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+
+
+async def test_a_file_that_is_not_a_database_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(tidings.StoreUnavailable):
+        await tidings.connect(f"sqlite:///{path}")
+
+
+async def test_two_stores_on_one_file_share_the_log(sqlite_url: str) -> None:
+    async with await tidings.connect(sqlite_url) as one, await tidings.connect(sqlite_url) as two:
+        await one.append("s-1", [tidings.NewEvent("A", {})], expected_version=tidings.NO_STREAM)
+        with pytest.raises(tidings.WrongExpectedVersion):
+            await two.append("s-1", [tidings.NewEvent("B", {})], expected_version=tidings.NO_STREAM)
+        await two.append("s-1", [tidings.NewEvent("B", {})], expected_version=0)
+        assert [e.position async for e in one.read_all()] == [1, 2]

@@ -1,0 +1,58 @@
+"""The curated public API: what ``tidings`` exports is what users may rely on."""
+
+from __future__ import annotations
+
+import tidings
+
+EXPECTED = {
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "Audit",
+    "AuditRecord",
+    "ConfigurationError",
+    "DuplicateEventId",
+    "EventStore",
+    "Expected",
+    "ExpectedVersion",
+    "Filter",
+    "InvalidEvent",
+    "InvalidExpectedVersion",
+    "InvalidInput",
+    "NewEvent",
+    "RecordedEvent",
+    "StoreClosed",
+    "StoreUnavailable",
+    "StreamInfo",
+    "TidingsError",
+    "Transaction",
+    "WrongExpectedVersion",
+    "__version__",
+    "connect",
+}
+
+
+def test_exported_members_are_the_curated_set() -> None:
+    assert set(tidings.__all__) == EXPECTED
+    assert all(hasattr(tidings, name) for name in tidings.__all__)
+
+
+def test_every_backend_satisfies_the_store_protocol() -> None:
+    from tidings.store.memory import MemoryStore
+    from tidings.store.postgres import PostgresStore
+    from tidings.store.sqlite import SQLiteStore
+
+    for cls in (MemoryStore, SQLiteStore, PostgresStore):
+        for name in (
+            "append",
+            "transaction",
+            "read_stream",
+            "read_all",
+            "stream_version",
+            "head",
+            "list_streams",
+            "audit",
+            "close",
+        ):
+            assert callable(getattr(cls, name)), f"{cls.__name__} lacks {name}"
