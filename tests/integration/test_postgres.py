@@ -34,26 +34,34 @@ async def _held_open_append(
     """Append through the batch function in a transaction held open before commit,
     as a slow node would; returns the ids it committed (none when rolled back)."""
     ids = [uuid.uuid4() for _ in range(count)]
+    queries = load_queries("postgres", schema)
     conn = await asyncpg.connect(POSTGRES_URL)
     try:
         tx = conn.transaction()
         await tx.start()
-        await conn.fetch(
-            load_queries("postgres", schema)["append_batch"],
-            [1],
+        current = await conn.fetchval(
+            f'SELECT version FROM "{schema}".streams WHERE name = $1', stream
+        )
+        first = 0 if current is None else current + 1
+        head = await conn.fetchval(
+            queries["apply_batch"],
             [stream],
-            [-1],
-            [count],
-            [False],
-            [1] * count,
+            [current],
+            [first + count - 1],
+            list(range(1, count + 1)),
             ids,
+            [stream] * count,
+            list(range(first, first + count)),
             ["Held"] * count,
             ['{"held": true}'] * count,
             ["{}"] * count,
-            [None],
-            [None],
-            [None],
+            [1] * count,
+            [],
+            [],
+            [],
+            [],
         )
+        assert head >= 0
         await asyncio.sleep(hold)
         if commit:
             await tx.commit()

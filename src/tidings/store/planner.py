@@ -24,6 +24,10 @@ from tidings.events import (
     expected_from_code,
 )
 
+RELATIVE_HEAD = 1 << 62
+"""Plan on this head when the real one is known only at write time: positions above it
+are then relative to the head the write finds (see ``Plan.absolute``)."""
+
 
 class StoredIdentity(NamedTuple):
     """What the planner must know of a stored event to judge a re-append of its id."""
@@ -66,6 +70,23 @@ class Plan:
     rows: list[Row] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
     head: int = 0
+    assumed: dict[str, int | None] = field(default_factory=dict)
+    """The version each written stream was planned on (None: it did not exist)."""
+
+    def absolute(self, head: int) -> list[list[AppendResult] | TidingsError]:
+        """The outcomes of a plan made on ``RELATIVE_HEAD``, placed after ``head``."""
+        shift = head - RELATIVE_HEAD
+        return [
+            outcome
+            if isinstance(outcome, TidingsError)
+            else [
+                r
+                if r.position <= RELATIVE_HEAD
+                else AppendResult(r.stream, r.first_version, r.last_version, r.position + shift)
+                for r in outcome
+            ]
+            for outcome in self.outcomes
+        ]
 
     @property
     def landed_groups(self) -> list[int]:
@@ -81,6 +102,7 @@ def plan_batch(
 ) -> Plan:
     """Plan ``groups`` against the current stream ``versions``, ``stored`` ids and ``head``."""
     plan = Plan(head=head)
+    base_versions = versions
     versions = dict(versions)
     stored = dict(stored)
     for index, group in enumerate(groups):
@@ -135,6 +157,7 @@ def plan_batch(
         versions = trial_versions
         stored.update(trial_stored)
     plan.versions = {row.stream: versions[row.stream] for row in plan.rows}
+    plan.assumed = {stream: base_versions.get(stream) for stream in plan.versions}
     return plan
 
 

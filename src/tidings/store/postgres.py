@@ -14,25 +14,26 @@ from uuid import UUID
 import asyncpg
 
 from tidings.codec import decode_json, encode_json
-from tidings.errors import (
-    ConfigurationError,
-    DuplicateEventId,
-    StoreUnavailable,
-    TidingsError,
-    WrongExpectedVersion,
-)
+from tidings.errors import ConfigurationError, StoreUnavailable, TidingsError
 from tidings.events import (
     AppendResult,
     AuditRecord,
     Filter,
     RecordedEvent,
     StreamInfo,
-    expected_from_code,
 )
 from tidings.sql import load_queries, migrations
 from tidings.store import redact
 from tidings.store.base import DEFAULT_PAGE_SIZE, StoreFront, check_limit, check_position
-from tidings.store.planner import Group
+from tidings.store.planner import (
+    RELATIVE_HEAD,
+    Group,
+    Plan,
+    StoredIdentity,
+    given_ids,
+    plan_batch,
+    streams_of,
+)
 
 log = logging.getLogger("tidings.store.postgres")
 
@@ -57,6 +58,7 @@ _CONNECTION_ERRORS = (
 )
 _DRIVER_ERRORS = (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError)
 _MAX_PENDING = 10_000
+_OPTIMISTIC_ROUNDS = 3
 
 
 def _event(row: Any) -> RecordedEvent:
@@ -194,81 +196,63 @@ class PostgresStore(StoreFront):
                     p.future.set_result(outcome)
 
     async def _write_batch(self, groups: list[Group]) -> list[list[AppendResult] | TidingsError]:
-        try:
-            return await self._call_append(groups)
-        except asyncpg.exceptions.UniqueViolationError:
-            # Two groups of this batch share an event id: land them one by one, so the
-            # later one sees the earlier as stored and replays or conflicts on its own.
-            outcomes: list[list[AppendResult] | TidingsError] = []
-            for group in groups:
-                try:
-                    outcomes.extend(await self._call_append([group]))
-                except asyncpg.exceptions.UniqueViolationError as exc:
-                    outcomes.append(self._unavailable(exc))
-            return outcomes
+        """Plan on the versions read, then write if no stream moved meanwhile.
 
-    async def _call_append(self, groups: list[Group]) -> list[list[AppendResult] | TidingsError]:
-        a_group, a_stream, a_expected, a_count, a_check = [], [], [], [], []
-        e_app, e_id, e_type, e_data, e_meta = [], [], [], [], []
-        g_user: list[str | None] = []
-        g_extra: list[str | None] = []
-        g_created: list[datetime | None] = []
-        for gi, group in enumerate(groups, 1):
-            audit = group.audit
-            g_user.append(None if audit is None else audit.user)
-            g_extra.append(None if audit is None else encode_json(audit.extra, "audit extra"))
-            g_created.append(
-                None if audit is None else datetime.fromtimestamp(group.created_ms / 1000, UTC)
-            )
-            for append in group.appends:
-                a_group.append(gi)
-                a_stream.append(append.stream)
-                a_expected.append(append.expected)
-                a_count.append(len(append.events))
-                a_check.append(append.ids_given)
-                index = len(a_stream)
-                for event in append.events:
-                    e_app.append(index)
-                    e_id.append(event.id)
-                    e_type.append(event.type)
-                    e_data.append(event.data)
-                    e_meta.append(event.metadata)
+        Optimistic rounds keep the head lock only for the final statement; after a few
+        rounds lost to concurrent writers of the same streams, plan under the lock.
+        """
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                self._q["append_batch"],
-                a_group,
-                a_stream,
-                a_expected,
-                a_count,
-                a_check,
-                e_app,
-                e_id,
-                e_type,
-                e_data,
-                e_meta,
-                g_user,
-                g_extra,
-                g_created,
-            )
-        outcomes: list[list[AppendResult] | TidingsError] = []
-        index = 0
-        for group in groups:
-            results: list[AppendResult] = []
-            error: TidingsError | None = None
-            for append in group.appends:
-                status, first, last, position, actual, detail = rows[index]
-                index += 1
-                if status in (0, 1):
-                    results.append(AppendResult(append.stream, first, last, position))
-                elif status == 2 and error is None:
-                    error = WrongExpectedVersion(
-                        append.stream, expected_from_code(append.expected), actual
-                    )
-                elif status == 3 and error is None:
-                    bad_id, _, reason = detail.partition(" ")
-                    error = DuplicateEventId(UUID(bad_id), append.stream, reason)
-            outcomes.append(results if error is None else error)
-        return outcomes
+            for _ in range(_OPTIMISTIC_ROUNDS):
+                plan = await self._plan(conn, groups)
+                if not plan.rows:
+                    return plan.outcomes
+                try:
+                    head = await self._apply(conn, groups, plan)
+                except asyncpg.exceptions.UniqueViolationError:
+                    continue  # an id given here was stored meanwhile: plan again
+                if head >= 0:
+                    return plan.absolute(head)
+            async with conn.transaction():
+                await conn.execute(self._q["lock_head"])
+                plan = await self._plan(conn, groups)
+                if not plan.rows:
+                    return plan.outcomes
+                head = await self._apply(conn, groups, plan)
+                return plan.absolute(head)
+
+    async def _plan(self, conn: asyncpg.Connection, groups: list[Group]) -> Plan:
+        rows = await conn.fetch(self._q["stream_versions"], list(streams_of(groups)))
+        versions = {name: version for name, version in rows}
+        stored: dict[UUID, StoredIdentity] = {}
+        ids = given_ids(groups)
+        if ids:
+            for id_, *rest in await conn.fetch(self._q["stored_events"], ids):
+                stored[id_] = StoredIdentity(*rest)
+        return plan_batch(groups, versions, stored, RELATIVE_HEAD)
+
+    async def _apply(self, conn: asyncpg.Connection, groups: list[Group], plan: Plan) -> int:
+        audited = [i for i in plan.landed_groups if groups[i].audit is not None]
+        audits = [groups[i].audit for i in audited]
+        rows = plan.rows
+        head: int = await conn.fetchval(
+            self._q["apply_batch"],
+            list(plan.assumed),
+            list(plan.assumed.values()),
+            [plan.versions[name] for name in plan.assumed],
+            [r.position - RELATIVE_HEAD for r in rows],
+            [r.id for r in rows],
+            [r.stream for r in rows],
+            [r.version for r in rows],
+            [r.type for r in rows],
+            [r.data for r in rows],
+            [r.metadata for r in rows],
+            [r.group for r in rows],
+            audited,
+            [a.user for a in audits if a is not None],
+            [encode_json(a.extra, "audit extra") for a in audits if a is not None],
+            [_ms_time(groups[i].created_ms) for i in audited],
+        )
+        return head
 
     # -- reading ----------------------------------------------------------------------
 
@@ -397,6 +381,10 @@ class PostgresStore(StoreFront):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._pool.close()
+
+
+def _ms_time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
 
 
 def _size(group: Group) -> int:

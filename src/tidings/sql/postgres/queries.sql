@@ -19,9 +19,18 @@ SELECT version FROM {schema}.migrations ORDER BY version;
 -- name: record_migration
 INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2);
 
--- name: append_batch
-SELECT status, first_version, last_version, last_position, actual, detail
-FROM {schema}.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+-- name: apply_batch
+SELECT {schema}.apply_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
+
+-- name: lock_head
+SELECT position FROM {schema}.head WHERE id = 1 FOR UPDATE;
+
+-- name: stream_versions
+SELECT name, version FROM {schema}.streams WHERE name = ANY ($1::text[]);
+
+-- name: stored_events
+SELECT id, stream, version, position, type, data::text, metadata::text
+FROM {schema}.events WHERE id = ANY ($1::uuid[]);
 
 -- name: head
 SELECT position FROM {schema}.head WHERE id = 1;

@@ -29,7 +29,7 @@ CREATE TABLE tidings_events (
     metadata TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
     category TEXT NOT NULL,
-    audit_id INTEGER REFERENCES tidings_audit (id)
+    audit_id INTEGER
 );
 CREATE UNIQUE INDEX tidings_events_id ON tidings_events (id);
 CREATE UNIQUE INDEX tidings_events_stream_version ON tidings_events (stream, version);
