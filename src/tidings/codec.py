@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
+import random
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -99,9 +99,13 @@ def check_name(value: object, what: str) -> str:
 
 
 def new_event_id() -> UUID:
-    """A fresh UUID version 7: time-ordered, so the id index stays compact."""
+    """A fresh UUID version 7: time-ordered, so the id index stays compact.
+
+    Ids need uniqueness, not secrecy: the random bits come from ``random``, which
+    Python seeds from the OS at start and again in a forked child.
+    """
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = random.getrandbits(80)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant

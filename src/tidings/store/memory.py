@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
 
@@ -12,6 +11,7 @@ from tidings.codec import decode_json
 from tidings.events import AppendResult, AuditRecord, Filter, RecordedEvent, StreamInfo
 from tidings.store.base import StoreFront, check_limit, check_position
 from tidings.store.planner import Group, StoredIdentity, given_ids, plan_batch
+from tidings.store.rows import time_from_ms
 
 
 class _Stored(NamedTuple):
@@ -56,8 +56,8 @@ class MemoryStore(StoreFront):
                     audit_id,
                     group.audit.user,
                     dict(group.audit.extra),
-                    _time(group.created_ms),
-                    _time(now_ms),
+                    time_from_ms(group.created_ms),
+                    time_from_ms(now_ms),
                 )
             )
         for row in plan.rows:
@@ -79,7 +79,7 @@ class MemoryStore(StoreFront):
             decode_json(row.metadata),
             row.version,
             row.position,
-            _time(stored.time_ms),
+            time_from_ms(stored.time_ms),
         )
 
     async def read_stream(
@@ -160,10 +160,3 @@ class MemoryStore(StoreFront):
     async def close(self) -> None:
         """Forget nothing (the data lives as long as the object); refuse further use."""
         self._closed = True
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _time(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)

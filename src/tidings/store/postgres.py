@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
@@ -34,6 +33,7 @@ from tidings.store.planner import (
     plan_batch,
     streams_of,
 )
+from tidings.store.rows import postgres_events, time_from_ms
 
 log = logging.getLogger("tidings.store.postgres")
 
@@ -59,13 +59,6 @@ _CONNECTION_ERRORS = (
 _DRIVER_ERRORS = (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError)
 _MAX_PENDING = 10_000
 _OPTIMISTIC_ROUNDS = 3
-
-
-def _event(row: Any) -> RecordedEvent:
-    position, id_, stream, version, type_, data, metadata, time = row
-    return RecordedEvent(
-        id_, stream, type_, decode_json(data), decode_json(metadata), version, position, time
-    )
 
 
 class _Pending:
@@ -250,7 +243,7 @@ class PostgresStore(StoreFront):
             audited,
             [a.user for a in audits if a is not None],
             [encode_json(a.extra, "audit extra") for a in audits if a is not None],
-            [_ms_time(groups[i].created_ms) for i in audited],
+            [time_from_ms(groups[i].created_ms) for i in audited],
         )
         return head
 
@@ -278,18 +271,9 @@ class PostgresStore(StoreFront):
         else:
             version = check_position(from_version, "from_version")
         query = self._q["read_stream_backward" if backwards else "read_stream_forward"]
-        while remaining is None or remaining > 0:
-            size = self.page_size if remaining is None else min(remaining, self.page_size)
-            rows = await self._fetch(query, stream, version, size)
-            for row in rows:
-                yield _event(row)
-            if len(rows) < size:
-                return
-            version = rows[-1][3] + (-1 if backwards else 1)
-            if version < 0:
-                return
-            if remaining is not None:
-                remaining -= len(rows)
+        step = -1 if backwards else 1
+        async for event in self._pages(query, [stream], version, [], 3, step, remaining):
+            yield event
 
     async def read_all(
         self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
@@ -298,17 +282,44 @@ class PostgresStore(StoreFront):
         remaining = check_limit(limit)
         position = check_position(from_position, "from_position")
         query, args = self._read_all_query(filter)
-        while remaining is None or remaining > 0:
-            size = self.page_size if remaining is None else min(remaining, self.page_size)
-            rows = await self._fetch(query, position, *args, size)
-            events = [_event(r) for r in rows]
-            for event in events:
-                yield event
-            if len(rows) < size:
-                return
-            position = events[-1].position
-            if remaining is not None:
-                remaining -= len(rows)
+        async for event in self._pages(query, [], position, args, 0, 0, remaining):
+            yield event
+
+    async def _pages(
+        self,
+        query: str,
+        before: list[Any],
+        start: int,
+        after: list[Any],
+        key: int,
+        step: int,
+        remaining: int | None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Keyset pages of ``query(*before, cursor, *after, size)``, the cursor moving to
+        the page's last ``row[key]`` plus ``step``. The next page is fetched while this one
+        is decoded and consumed, so the server and the client work at once."""
+
+        def fetch(cursor: int, size: int) -> asyncio.Task[list[Any]]:
+            return asyncio.ensure_future(self._fetch(query, *before, cursor, *after, size))
+
+        size = self.page_size if remaining is None else min(remaining, self.page_size)
+        pending = fetch(start, size) if size > 0 else None
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = None
+                if remaining is not None:
+                    remaining -= len(rows)
+                following = self.page_size if remaining is None else min(remaining, self.page_size)
+                cursor = rows[-1][key] + step if rows else 0
+                if len(rows) == size and following > 0 and cursor >= 0:
+                    pending = fetch(cursor, following)
+                for event in postgres_events(rows):
+                    yield event
+                size = following
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     def _read_all_query(self, filter: Filter | None) -> tuple[str, list[Any]]:
         base = self._q["read_all"]
@@ -381,10 +392,6 @@ class PostgresStore(StoreFront):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._pool.close()
-
-
-def _ms_time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000)
 
 
 def _size(group: Group) -> int:

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -29,30 +28,12 @@ from tidings.events import (
 from tidings.sql import load_queries, migrations, split_statements
 from tidings.store.base import DEFAULT_PAGE_SIZE, StoreFront, check_limit, check_position
 from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
+from tidings.store.rows import sqlite_events, time_from_ms
 
 T = TypeVar("T")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _MAX_VARS = 500  # stay far below SQLITE_MAX_VARIABLE_NUMBER
 Q = load_queries("sqlite")
-
-
-def _time(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def _event(row: tuple[Any, ...]) -> RecordedEvent:
-    position, id_, stream, version, type_, data, metadata, time_ms = row
-    return RecordedEvent(
-        UUID(bytes=id_),
-        stream,
-        type_,
-        decode_json(data),
-        decode_json(metadata),
-        version,
-        position,
-        _EPOCH + timedelta(milliseconds=time_ms),
-    )
 
 
 class _Pending:
@@ -350,7 +331,7 @@ class SQLiteStore(StoreFront):
         while remaining is None or remaining > 0:
             size = self.page_size if remaining is None else min(remaining, self.page_size)
             rows = await self._rows(query, (stream, version, size))
-            events = [_event(r) for r in rows]
+            events = sqlite_events(rows)
             for event in events:
                 yield event
             if len(rows) < size:
@@ -374,7 +355,7 @@ class SQLiteStore(StoreFront):
             def page(
                 c: sqlite3.Connection, p: int = position, n: int = size
             ) -> list[RecordedEvent]:
-                return [_event(r) for r in c.execute(sql, (p, *args, n))]
+                return sqlite_events(c.execute(sql, (p, *args, n)).fetchall())
 
             events = await self._read(page)
             for event in events:
@@ -419,7 +400,9 @@ class SQLiteStore(StoreFront):
         if row is None:
             return None
         id_, user, extra, created_ms, arrived_ms = row
-        return AuditRecord(id_, user, decode_json(extra), _time(created_ms), _time(arrived_ms))
+        return AuditRecord(
+            id_, user, decode_json(extra), time_from_ms(created_ms), time_from_ms(arrived_ms)
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
