@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 import msgspec
 
@@ -83,8 +83,14 @@ def _has_non_finite(value: Any) -> bool:
     return callable(dump) and _has_non_finite(dump())
 
 
+_good_names: set[str] = set()
+_MAX_REMEMBERED_NAMES = 100_000
+
+
 def check_name(value: object, what: str) -> str:
     """Return ``value`` if it is a usable stream name or event type, else raise InvalidEvent."""
+    if type(value) is str and value in _good_names:  # names repeat: skip known-good ones
+        return value
     if not isinstance(value, str):
         raise InvalidEvent(f"{what} must be a string, not {type(value).__name__}")
     if not value:
@@ -95,7 +101,16 @@ def check_name(value: object, what: str) -> str:
         )
     if not value.isprintable():
         raise InvalidEvent(f"{what} {value!r} holds control characters")
+    if len(_good_names) < _MAX_REMEMBERED_NAMES:
+        _good_names.add(value)
     return value
+
+
+_getrandbits = random.getrandbits
+_new = object.__new__
+_set = object.__setattr__
+_VERSION_MASK = ~(0xF << 76 | 0x3 << 62)
+_VERSION_7_VARIANT = 0x7 << 76 | 0x2 << 62
 
 
 def new_event_id() -> UUID:
@@ -105,11 +120,12 @@ def new_event_id() -> UUID:
     Python seeds from the OS at start and again in a forked child.
     """
     ms = time.time_ns() // 1_000_000
-    rand = random.getrandbits(80)
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return UUID(int=value)
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | _getrandbits(80)
+    value = (value & _VERSION_MASK) | _VERSION_7_VARIANT
+    uuid = _new(UUID)  # UUID(int=value) without re-checking what was just built
+    _set(uuid, "int", value)
+    _set(uuid, "is_safe", SafeUUID.unknown)
+    return uuid
 
 
 def _event_id(value: object) -> UUID:

@@ -100,27 +100,34 @@ def plan_batch(
     stored: dict[UUID, StoredIdentity],
     head: int,
 ) -> Plan:
-    """Plan ``groups`` against the current stream ``versions``, ``stored`` ids and ``head``."""
+    """Plan ``groups`` against the current stream ``versions``, ``stored`` ids and ``head``.
+
+    Groups are planned in order, each seeing the ones before it; a failing group is
+    undone (its rows, versions and ids) and leaves the others alone.
+    """
     plan = Plan(head=head)
-    base_versions = versions
-    versions = dict(versions)
-    stored = dict(stored)
+    current = dict(versions)
+    known = dict(stored)
+    rows = plan.rows
     for index, group in enumerate(groups):
-        trial_versions = dict(versions)
-        trial_stored: dict[UUID, StoredIdentity] = {}
-        rows: list[Row] = []
-        results: list[AppendResult] = []
+        undo_versions: dict[str, int | None] = {}
+        undo_ids: list[UUID] = []
+        first_row = len(rows)
         position = plan.head
+        results: list[AppendResult] = []
         try:
             for append in group.appends:
-                lookup = _chain(trial_stored, stored)
-                replay = _replay(append, lookup) if append.ids_given else None
-                if replay is not None:
-                    results.append(replay)
-                    continue
-                current = trial_versions.get(append.stream)
-                _check_expected(append, current)
-                version = -1 if current is None else current
+                if append.ids_given:
+                    replay = _replay(append, known.get)
+                    if replay is not None:
+                        results.append(replay)
+                        continue
+                stream = append.stream
+                version = current.get(stream)
+                _check_expected(append, version)
+                if stream not in undo_versions:
+                    undo_versions[stream] = version
+                version = -1 if version is None else version
                 for event in append.events:
                     version += 1
                     position += 1
@@ -128,7 +135,7 @@ def plan_batch(
                         Row(
                             position,
                             event.id,
-                            append.stream,
+                            stream,
                             version,
                             event.type,
                             event.data,
@@ -136,39 +143,32 @@ def plan_batch(
                             index,
                         )
                     )
-                    trial_stored[event.id] = StoredIdentity(
-                        append.stream,
-                        version,
-                        position,
-                        event.type,
-                        event.data,
-                        event.metadata,
-                    )
-                trial_versions[append.stream] = version
+                    if event.id_given:
+                        known[event.id] = StoredIdentity(
+                            stream, version, position, event.type, event.data, event.metadata
+                        )
+                        undo_ids.append(event.id)
+                current[stream] = version
                 results.append(
-                    AppendResult(append.stream, version - len(append.events) + 1, version, position)
+                    AppendResult(stream, version - len(append.events) + 1, version, position)
                 )
         except TidingsError as exc:
+            del rows[first_row:]
+            for stream, before in undo_versions.items():
+                if before is None:
+                    del current[stream]
+                else:
+                    current[stream] = before
+            for event_id in undo_ids:
+                del known[event_id]
             plan.outcomes.append(exc)
             continue
         plan.outcomes.append(results)
-        plan.rows.extend(rows)
         plan.head = position
-        versions = trial_versions
-        stored.update(trial_stored)
-    plan.versions = {row.stream: versions[row.stream] for row in plan.rows}
-    plan.assumed = {stream: base_versions.get(stream) for stream in plan.versions}
+    written = {row.stream for row in rows}
+    plan.versions = {stream: current[stream] for stream in written}
+    plan.assumed = {stream: versions.get(stream) for stream in written}
     return plan
-
-
-def _chain(
-    first: dict[UUID, StoredIdentity], second: dict[UUID, StoredIdentity]
-) -> Callable[[UUID], StoredIdentity | None]:
-    def lookup(event_id: UUID) -> StoredIdentity | None:
-        found = first.get(event_id)
-        return found if found is not None else second.get(event_id)
-
-    return lookup
 
 
 def _check_expected(append: PreparedAppend, current: int | None) -> None:
