@@ -14,6 +14,22 @@ if ! pg_up; then
 fi
 if pg_up; then echo "services: PostgreSQL is up"; else echo "services: PostgreSQL is NOT reachable at 127.0.0.1:5432"; failed=1; fi
 
+# PgBouncer, for the transaction-mode pooler test: install it when it is missing.
+if [ ! -x /usr/sbin/pgbouncer ] && ! command -v pgbouncer >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "services: installing pgbouncer"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q pgbouncer >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q pgbouncer >/dev/null 2>&1; } \
+      || echo "services: could not install pgbouncer"
+  fi
+fi
+if [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1; then
+  echo "services: pgbouncer is installed"
+else
+  echo "services: pgbouncer is NOT installed"; failed=1
+fi
+
 if [ "${CI:-}" = "true" ] && [ $failed = 1 ]; then
   echo "services: CI=true and a required service is missing" >&2
   exit 1
