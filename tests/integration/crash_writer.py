@@ -1,9 +1,11 @@
 """A writer process for the crash-safety tests (run as a script, never imported by pytest).
 
-Usage: python crash_writer.py URL TAG [--tasks N] [--seconds S] [--seed N]
+Usage: python crash_writer.py URL TAG [--tasks N] [--seconds S] [--seed N] [--wait-go]
 
 Opens the store at URL and runs N concurrent tasks that append in a loop until
-S seconds have passed (S = 0: until killed). Every operation is one of
+S seconds have passed (S = 0: until killed); with ``--wait-go`` it opens the
+store, then waits for a line on stdin before it starts (so that several writers
+can start together). Every operation is one of
 
 * ``single``: one event to the task's own stream ``s-TAG-TASK`` at the exact
   expected version;
@@ -20,13 +22,14 @@ tell which operation and which transaction a stored event belongs to.
 The protocol on stdout is one JSON object per line, each written with a single
 ``write`` of less than PIPE_BUF bytes, so a SIGKILL never leaves half a line:
 
-* ``{"t": "ready", "pid": PID}`` once the store is open;
+* ``{"t": "ready", "pid": PID, "connect_s": SECONDS, "wall_ms": MS}`` once the store is open;
 * ``{"t": "begin", "op": OP, "kind": KIND, "appends": [[STREAM, [ID, ...]], ...]}``
   written *before* the operation is handed to the store;
 * ``{"t": "ack", "op": OP, "results": [[STREAM, FIRST, LAST, POSITION], ...]}``
   written after the append or transaction returned (it was acknowledged);
 * ``{"t": "error", "op": OP, "error": TEXT}`` if it raised (never expected);
-* ``{"t": "done", "acked": N}`` after a bounded run closed the store cleanly.
+* ``{"t": "done", "acked": N, "failed": 0, "max_wait_s": S}`` after a bounded run
+  closed the store cleanly (S: the longest an operation waited to be acknowledged).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Writer:
         self.seed = seed
         self.acked = 0
         self.failed = 0
+        self.max_wait_s = 0.0  # the longest an operation waited for its acknowledgement
 
     async def task(self, index: int) -> None:
         rng = random.Random(self.seed * 1_000_003 + index)
@@ -93,6 +97,7 @@ class Writer:
             op = f"{self.tag}.{index}.{n}"
             kind = ("single", "multi", "tx")[(n + index) % 3]
             n += 1
+            started = time.monotonic()
             try:
                 if kind == "tx":
                     await self.transaction(op, rng)
@@ -107,6 +112,7 @@ class Writer:
                     own_version[stream] = result.last_version
                     emit({"t": "ack", "op": op, "results": results_of([result])})
                 self.acked += 1
+                self.max_wait_s = max(self.max_wait_s, time.monotonic() - started)
             except Exception as exc:
                 self.failed += 1
                 emit(
@@ -138,15 +144,33 @@ async def main() -> int:
     parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wait-go", action="store_true", help="start writing on a line on stdin")
     args = parser.parse_args()
 
+    started = time.monotonic()
     store = await tidings.connect(args.url)
-    emit({"t": "ready", "pid": os.getpid()})
+    emit(
+        {
+            "t": "ready",
+            "pid": os.getpid(),
+            "connect_s": round(time.monotonic() - started, 3),
+            "wall_ms": time.time_ns() // 1_000_000,
+        }
+    )
+    if args.wait_go:
+        await asyncio.to_thread(sys.stdin.readline)
     seconds = args.seconds if args.seconds > 0 else MAX_LIFETIME_S
     writer = Writer(store, args.tag, time.monotonic() + seconds, args.seed)
     await asyncio.gather(*(writer.task(i) for i in range(args.tasks)))
     await store.close()
-    emit({"t": "done", "acked": writer.acked, "failed": writer.failed})
+    emit(
+        {
+            "t": "done",
+            "acked": writer.acked,
+            "failed": writer.failed,
+            "max_wait_s": round(writer.max_wait_s, 3),
+        }
+    )
     return 1 if writer.failed else 0
 
 

@@ -25,7 +25,7 @@ from tidings.events import (
     StreamInfo,
     category_of,
 )
-from tidings.sql import load_queries, migrations, split_statements
+from tidings.sql import Migration, load_queries, migrations, split_statements
 from tidings.store.base import DEFAULT_PAGE_SIZE, StoreFront, check_limit, check_position
 from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
 from tidings.store.rows import sqlite_events, time_from_ms
@@ -159,23 +159,29 @@ class SQLiteStore(StoreFront):
         self._writer.start()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Apply missing migrations; take the write lock only when one is due, so that
+        opening a store does not queue behind another process's writes."""
+        due = self._due_migrations(conn)
+        if not due:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(Q["create_migrations"])
-            applied = {v for (v,) in conn.execute(Q["applied_migrations"])}
-            for migration in migrations("sqlite"):
-                if migration.version in applied:
-                    continue
+            for migration in self._due_migrations(conn):  # again, under the lock
                 for statement in split_statements(migration.sql):
                     conn.execute(statement)
-                conn.execute(
-                    Q["record_migration"],
-                    (migration.version, migration.name, time.time_ns() // 1_000_000),
-                )
+                now_ms = time.time_ns() // 1_000_000
+                conn.execute(Q["record_migration"], (migration.version, migration.name, now_ms))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _due_migrations(conn: sqlite3.Connection) -> list[Migration]:
+        exists = conn.execute(Q["migrations_table_exists"]).fetchone()
+        applied = {v for (v,) in conn.execute(Q["applied_migrations"])} if exists else set()
+        return [m for m in migrations("sqlite") if m.version not in applied]
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

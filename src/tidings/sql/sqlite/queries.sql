@@ -7,6 +7,9 @@ CREATE TABLE IF NOT EXISTS tidings_migrations (
     applied_ms INTEGER NOT NULL
 );
 
+-- name: migrations_table_exists
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tidings_migrations';
+
 -- name: applied_migrations
 SELECT version FROM tidings_migrations ORDER BY version;
 
