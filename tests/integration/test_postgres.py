@@ -239,3 +239,12 @@ async def test_losing_the_connection_mid_use_raises_store_unavailable_then_recov
                 outcomes.append(None)
         assert outcomes[-1] is not None, "the pool did not recover after its connections were cut"
         assert await store.stream_version("s-1") == sum(1 for o in outcomes if o)
+
+
+async def test_numeric_options_from_the_url_are_integers(pg_url: str) -> None:
+    url = with_option(with_option(with_option(pg_url, "writers", 3), "max_size", 4), "page_size", 7)
+    async with await tidings.connect(url) as store:
+        await asyncio.gather(
+            *(store.append(f"s-{i}", [tidings.NewEvent("A", {})]) for i in range(20))
+        )
+        assert [e.position async for e in store.read_all()] == list(range(1, 21))

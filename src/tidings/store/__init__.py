@@ -18,6 +18,7 @@ _INT_OPTIONS = {
     "statement_cache_size",
     "busy_timeout_ms",
     "max_batch_events",
+    "writers",
 }
 
 

@@ -98,6 +98,7 @@ class PostgresStore(StoreFront):
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=_MAX_PENDING)
         self._inflight = 0
         self._idle = asyncio.Event()
+        self._idle_writers = 0
         self._writers = [
             asyncio.create_task(self._write_loop(), name=f"tidings-pg-writer-{i}")
             for i in range(writers)
@@ -136,7 +137,7 @@ class PostgresStore(StoreFront):
             pool,
             schema,
             page_size=options.get("page_size", DEFAULT_PAGE_SIZE),
-            max_batch_events=options.get("max_batch_events", 5_000),
+            max_batch_events=options.get("max_batch_events", 400),
             writers=options.get("writers", 2),
             max_event_bytes=options.get("max_event_bytes"),
         )
@@ -162,12 +163,20 @@ class PostgresStore(StoreFront):
 
     async def _write_loop(self) -> None:
         while True:
-            pending = await self._queue.get()
+            self._idle_writers += 1
+            try:
+                pending = await self._queue.get()
+            finally:
+                self._idle_writers -= 1
+            # Leave half of what waits to an idle writer: it plans and sends its batch
+            # while this one commits, so the client and the server work at once.
+            take = self._queue.qsize() // 2 if self._idle_writers else self._queue.qsize()
             batch, size = [pending], _size(pending.group)
-            while size < self.max_batch_events and not self._queue.empty():
+            while size < self.max_batch_events and take > 0:
                 item = self._queue.get_nowait()
                 batch.append(item)
                 size += _size(item.group)
+                take -= 1
             try:
                 outcomes = await self._write_batch([p.group for p in batch])
             except asyncio.CancelledError:
