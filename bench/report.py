@@ -1,0 +1,162 @@
+"""Collecting measurements, and reporting them as a table and as JSON.
+
+A :class:`Row` is one backend and workload, holding each library's :class:`Series` of
+runs. The table shows medians with the min-max range, the tidings/eventsourcing ratio
+of medians, and whether the tidings median reaches the workload's goal.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workloads import LIBRARIES, Measurement
+
+
+@dataclass
+class Series:
+    """One library's runs of one workload on one backend, or the error that stopped them."""
+
+    target_events: int
+    runs: list[Measurement] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rates(self) -> list[float]:
+        return [m.rate for m in self.runs]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.rates) if self.runs else None
+
+    @property
+    def capped(self) -> bool:
+        """Whether some run stopped at the time cap before writing every event."""
+        return any(m.events < self.target_events for m in self.runs)
+
+    def cell(self) -> str:
+        if self.error is not None:
+            return "error"
+        if not self.runs:
+            return "-"
+        text = f"{self.median:,.0f} ({min(self.rates):,.0f}-{max(self.rates):,.0f})"
+        return text + (" *" if self.capped else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target_events": self.target_events,
+            "median": _round(self.median, 1),
+            "min": _round(min(self.rates), 1) if self.runs else None,
+            "max": _round(max(self.rates), 1) if self.runs else None,
+            "runs": [
+                {"events": m.events, "seconds": round(m.seconds, 4), "rate": round(m.rate, 1)}
+                for m in self.runs
+            ],
+            "capped": self.capped,
+            "what": self.runs[0].note if self.runs else None,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Row:
+    """A backend and workload, with the goal for tidings and each library's series."""
+
+    backend: str
+    workload: str
+    goal: float
+    series: dict[str, Series] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        ours, theirs = (self._median(lib) for lib in LIBRARIES)
+        return ours / theirs if ours and theirs else None
+
+    @property
+    def passed(self) -> bool | None:
+        ours = self._median("tidings")
+        return None if ours is None else ours >= self.goal
+
+    def _median(self, library: str) -> float | None:
+        series = self.series.get(library)
+        return series.median if series else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "workload": self.workload,
+            "goal": self.goal,
+            "ratio": _round(self.ratio, 3),
+            "passed": self.passed,
+            **{lib: s.to_json() for lib, s in self.series.items()},
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def render_table(rows: list[Row]) -> str:
+    """The results as a fixed-width text table, with footnotes."""
+    header = (
+        "backend",
+        "workload",
+        "tidings ev/s",
+        "eventsourcing ev/s",
+        "ratio",
+        "goal",
+        "",
+    )
+    lines = [header]
+    for row in rows:
+        ratio = f"{row.ratio:.1f}x" if row.ratio is not None else "-"
+        mark = {True: "pass", False: "MISS", None: "-"}[row.passed]
+        lines.append(
+            (
+                row.backend,
+                row.workload,
+                row.series["tidings"].cell() if "tidings" in row.series else "-",
+                row.series["eventsourcing"].cell() if "eventsourcing" in row.series else "-",
+                ratio,
+                f">= {row.goal:,.0f}",
+                mark,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
+    text.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    text.append("")
+    text.append("ev/s: median over runs (min-max). ratio: tidings median / eventsourcing median.")
+    text.append("goal: for tidings' median. * = a run stopped at the time cap (--max-seconds).")
+
+    notes = _notes(rows)
+    if notes:
+        text.append("")
+        text.extend(notes)
+    return "\n".join(text)
+
+
+def _notes(rows: list[Row]) -> list[str]:
+    """What each library's measurement did, once each, then the errors, once each."""
+    what: dict[str, None] = {}
+    errors: dict[str, list[str]] = {}
+    for row in rows:
+        for library, series in row.series.items():
+            if series.error is not None:
+                message = series.error.strip().splitlines()[0]
+                errors.setdefault(message, []).append(f"{row.backend} {row.workload} {library}")
+            elif series.runs:
+                what[f"{library} {row.workload}: {series.runs[0].note}"] = None
+    return [*what, *(f"ERROR ({', '.join(where)}): {msg}" for msg, where in errors.items())]
+
+
+def write_json(path: Path, rows: list[Row], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {**meta, "results": [row.to_json() for row in rows]}
+    path.write_text(json.dumps(document, indent=2) + "\n")
