@@ -9,10 +9,11 @@ so bad input writes nothing.
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, Self, TypeVar, runtime_checkable
 
 from tidings.codec import DEFAULT_MAX_EVENT_BYTES, PreparedAppend, prepare_append
 from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, TidingsError
@@ -30,6 +31,8 @@ from tidings.events import (
 from tidings.store.planner import Group
 
 DEFAULT_PAGE_SIZE = 1000
+T = TypeVar("T")
+C = TypeVar("C")
 
 
 @runtime_checkable
@@ -219,3 +222,62 @@ def check_position(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"{what} must be an int >= 0, not {value!r}")
     return value
+
+
+async def pages(
+    fetch: Callable[[C, int], Awaitable[list[T]]],
+    start: C,
+    next_cursor: Callable[[T], C | None],
+    page_size: int,
+    limit: int | None,
+) -> AsyncIterator[T]:
+    """Yield the items of keyset pages, ``fetch(cursor, size)`` at a time, up to ``limit``.
+
+    The next page is fetched while the current one is consumed, so the database (or
+    the reader thread) and the consumer work at once. A page shorter than asked, or a
+    ``None`` next cursor, ends it.
+    """
+    remaining = check_limit(limit)
+    size = page_size if remaining is None else min(remaining, page_size)
+    pending = asyncio.ensure_future(fetch(start, size)) if size > 0 else None
+    try:
+        while pending is not None:
+            items = await pending
+            pending = None
+            if remaining is not None:
+                remaining -= len(items)
+            following = page_size if remaining is None else min(remaining, page_size)
+            if len(items) == size and following > 0:
+                cursor = next_cursor(items[-1])
+                if cursor is not None:
+                    pending = asyncio.ensure_future(fetch(cursor, following))
+            for item in items:
+                yield item
+            size = following
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+def stream_start(from_version: int | None, backwards: bool) -> int:
+    """The first version a stream read asks for (the end when reading backwards)."""
+    if from_version is None:
+        return (1 << 62) if backwards else 0
+    return check_position(from_version, "from_version")
+
+
+def next_version(backwards: bool) -> Callable[[RecordedEvent], int | None]:
+    """The cursor after an event of a stream read (None past version 0 backwards)."""
+    if backwards:
+        return lambda e: e.version - 1 if e.version > 0 else None
+    return lambda e: e.version + 1
+
+
+def next_position(event: RecordedEvent) -> int:
+    """The cursor after an event of a log read: its position."""
+    return event.position
+
+
+def next_name(info: StreamInfo) -> str:
+    """The cursor after a stream of a listing: its name."""
+    return info.name

@@ -23,7 +23,16 @@ from tidings.events import (
 )
 from tidings.sql import load_queries, migrations
 from tidings.store import redact
-from tidings.store.base import DEFAULT_PAGE_SIZE, StoreFront, check_limit, check_position
+from tidings.store.base import (
+    DEFAULT_PAGE_SIZE,
+    StoreFront,
+    check_position,
+    next_name,
+    next_position,
+    next_version,
+    pages,
+    stream_start,
+)
 from tidings.store.planner import (
     RELATIVE_HEAD,
     Group,
@@ -274,61 +283,27 @@ class PostgresStore(StoreFront):
         backwards: bool = False,
     ) -> AsyncIterator[RecordedEvent]:
         """Yield a stream's events from a version, forwards or backwards."""
-        remaining = check_limit(limit)
-        if from_version is None:
-            version = (1 << 62) if backwards else 0
-        else:
-            version = check_position(from_version, "from_version")
         query = self._q["read_stream_backward" if backwards else "read_stream_forward"]
-        step = -1 if backwards else 1
-        async for event in self._pages(query, [stream], version, [], 3, step, remaining):
+
+        async def fetch(version: int, size: int) -> list[RecordedEvent]:
+            return postgres_events(await self._fetch(query, stream, version, size))
+
+        start = stream_start(from_version, backwards)
+        async for event in pages(fetch, start, next_version(backwards), self.page_size, limit):
             yield event
 
     async def read_all(
         self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
         """Yield events of the global log with a position above ``from_position``."""
-        remaining = check_limit(limit)
         position = check_position(from_position, "from_position")
         query, args = self._read_all_query(filter)
-        async for event in self._pages(query, [], position, args, 0, 0, remaining):
+
+        async def fetch(after: int, size: int) -> list[RecordedEvent]:
+            return postgres_events(await self._fetch(query, after, *args, size))
+
+        async for event in pages(fetch, position, next_position, self.page_size, limit):
             yield event
-
-    async def _pages(
-        self,
-        query: str,
-        before: list[Any],
-        start: int,
-        after: list[Any],
-        key: int,
-        step: int,
-        remaining: int | None,
-    ) -> AsyncIterator[RecordedEvent]:
-        """Keyset pages of ``query(*before, cursor, *after, size)``, the cursor moving to
-        the page's last ``row[key]`` plus ``step``. The next page is fetched while this one
-        is decoded and consumed, so the server and the client work at once."""
-
-        def fetch(cursor: int, size: int) -> asyncio.Task[list[Any]]:
-            return asyncio.ensure_future(self._fetch(query, *before, cursor, *after, size))
-
-        size = self.page_size if remaining is None else min(remaining, self.page_size)
-        pending = fetch(start, size) if size > 0 else None
-        try:
-            while pending is not None:
-                rows = await pending
-                pending = None
-                if remaining is not None:
-                    remaining -= len(rows)
-                following = self.page_size if remaining is None else min(remaining, self.page_size)
-                cursor = rows[-1][key] + step if rows else 0
-                if len(rows) == size and following > 0 and cursor >= 0:
-                    pending = fetch(cursor, following)
-                for event in postgres_events(rows):
-                    yield event
-                size = following
-        finally:
-            if pending is not None:
-                pending.cancel()
 
     def _read_all_query(self, filter: Filter | None) -> tuple[str, list[Any]]:
         base = self._q["read_all"]
@@ -364,18 +339,13 @@ class PostgresStore(StoreFront):
         self, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> AsyncIterator[StreamInfo]:
         """Yield streams in name order with their last version."""
-        remaining = check_limit(limit)
-        cursor = after or ""
-        while remaining is None or remaining > 0:
-            size = self.page_size if remaining is None else min(remaining, self.page_size)
+
+        async def fetch(cursor: str, size: int) -> list[StreamInfo]:
             rows = await self._fetch(self._q["list_streams"], cursor, prefix, size)
-            for name, version in rows:
-                yield StreamInfo(name, version)
-            if len(rows) < size:
-                return
-            cursor = rows[-1][0]
-            if remaining is not None:
-                remaining -= len(rows)
+            return [StreamInfo(name, version) for name, version in rows]
+
+        async for info in pages(fetch, after or "", next_name, self.page_size, limit):
+            yield info
 
     async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
         """The audit record of the transaction that wrote an event (or position), if any."""

@@ -26,7 +26,16 @@ from tidings.events import (
     category_of,
 )
 from tidings.sql import Migration, load_queries, migrations, split_statements
-from tidings.store.base import DEFAULT_PAGE_SIZE, StoreFront, check_limit, check_position
+from tidings.store.base import (
+    DEFAULT_PAGE_SIZE,
+    StoreFront,
+    check_position,
+    next_name,
+    next_position,
+    next_version,
+    pages,
+    stream_start,
+)
 from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
 from tidings.store.rows import sqlite_events, time_from_ms
 
@@ -328,49 +337,31 @@ class SQLiteStore(StoreFront):
         backwards: bool = False,
     ) -> AsyncIterator[RecordedEvent]:
         """Yield a stream's events from a version, forwards or backwards."""
-        remaining = check_limit(limit)
-        if from_version is None:
-            version = (1 << 62) if backwards else 0
-        else:
-            version = check_position(from_version, "from_version")
         query = Q["read_stream_backward" if backwards else "read_stream_forward"]
-        while remaining is None or remaining > 0:
-            size = self.page_size if remaining is None else min(remaining, self.page_size)
-            rows = await self._rows(query, (stream, version, size))
-            events = sqlite_events(rows)
-            for event in events:
-                yield event
-            if len(rows) < size:
-                return
-            version = events[-1].version + (-1 if backwards else 1)
-            if version < 0:
-                return
-            if remaining is not None:
-                remaining -= len(rows)
+
+        async def fetch(version: int, size: int) -> list[RecordedEvent]:
+            return await self._read(
+                lambda c: sqlite_events(c.execute(query, (stream, version, size)).fetchall())
+            )
+
+        start = stream_start(from_version, backwards)
+        async for event in pages(fetch, start, next_version(backwards), self.page_size, limit):
+            yield event
 
     async def read_all(
         self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
     ) -> AsyncIterator[RecordedEvent]:
         """Yield events of the global log with a position above ``from_position``."""
-        remaining = check_limit(limit)
         position = check_position(from_position, "from_position")
         sql, args = _read_all_query(filter)
-        while remaining is None or remaining > 0:
-            size = self.page_size if remaining is None else min(remaining, self.page_size)
 
-            def page(
-                c: sqlite3.Connection, p: int = position, n: int = size
-            ) -> list[RecordedEvent]:
-                return sqlite_events(c.execute(sql, (p, *args, n)).fetchall())
+        async def fetch(after: int, size: int) -> list[RecordedEvent]:
+            return await self._read(
+                lambda c: sqlite_events(c.execute(sql, (after, *args, size)).fetchall())
+            )
 
-            events = await self._read(page)
-            for event in events:
-                yield event
-            if len(events) < size:
-                return
-            position = events[-1].position
-            if remaining is not None:
-                remaining -= len(events)
+        async for event in pages(fetch, position, next_position, self.page_size, limit):
+            yield event
 
     async def stream_version(self, stream: str) -> int | None:
         """A stream's last version, or None if it does not exist."""
@@ -386,18 +377,13 @@ class SQLiteStore(StoreFront):
         self, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> AsyncIterator[StreamInfo]:
         """Yield streams in name order with their last version."""
-        remaining = check_limit(limit)
-        cursor = after or ""
-        while remaining is None or remaining > 0:
-            size = self.page_size if remaining is None else min(remaining, self.page_size)
+
+        async def fetch(cursor: str, size: int) -> list[StreamInfo]:
             rows = await self._rows(Q["list_streams"], (cursor, prefix, prefix, prefix, size))
-            for name, version in rows:
-                yield StreamInfo(name, version)
-            if len(rows) < size:
-                return
-            cursor = rows[-1][0]
-            if remaining is not None:
-                remaining -= len(rows)
+            return [StreamInfo(name, version) for name, version in rows]
+
+        async for info in pages(fetch, after or "", next_name, self.page_size, limit):
+            yield info
 
     async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
         """The audit record of the transaction that wrote an event (or position), if any."""
