@@ -65,7 +65,18 @@ def encode_json(value: Any, what: str = "data") -> str:
     # msgspec writes NaN and infinities as null; refuse rather than change the data.
     if b"null" in raw and _has_non_finite(value):
         raise InvalidEvent(f"event {what} holds NaN or infinity, which JSON cannot represent")
+    # PostgreSQL's jsonb cannot hold U+0000; refuse it everywhere, before it is batched.
+    if b"\\u0000" in raw and _has_nul(_decoder.decode(raw)):
+        raise InvalidEvent(f"event {what} holds a NUL character (U+0000), which cannot be stored")
     return raw.decode()
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_nul(v) for v in value)
 
 
 def _has_non_finite(value: Any) -> bool:

@@ -412,11 +412,27 @@ async def test_bad_stream_names_are_refused(store: tidings.EventStore, stream: o
         NewEvent("T", object()),
         NewEvent("T", {"x": float("nan")}),
         NewEvent("T", [float("inf")]),
+        NewEvent("T", {"text": "nul\x00inside"}),
+        NewEvent("T", {"key\x00": 1}),
+        NewEvent("T", {}, metadata={"m": "\x00"}),
         NewEvent("T", {}, metadata=["not", "a", "dict"]),  # type: ignore[arg-type]
         NewEvent("T", {}, id="not-a-uuid"),  # type: ignore[arg-type]
         "not an event",
     ],
-    ids=["empty-type", "long-type", "tuple-key", "object", "nan", "inf", "metadata", "id", "str"],
+    ids=[
+        "empty-type",
+        "long-type",
+        "tuple-key",
+        "object",
+        "nan",
+        "inf",
+        "nul",
+        "nul-key",
+        "nul-metadata",
+        "metadata",
+        "id",
+        "str",
+    ],
 )
 async def test_bad_events_are_refused_and_nothing_is_written(
     store: tidings.EventStore, event: object
@@ -503,3 +519,32 @@ async def test_events_survive_reopening_the_store(store_url: str) -> None:
         result = await store.append("s-1", [ev()], expected_version=2)
         assert result.position == 5
         assert events[-1].time.astimezone(UTC) <= (await all_events(store, from_position=4))[0].time
+
+
+async def test_text_that_only_looks_like_an_escaped_nul_is_stored(
+    store: tidings.EventStore,
+) -> None:
+    await store.append("s-1", [NewEvent("T", {"path": "C:\\u0000"})])
+    [event] = await stream_events(store, "s-1")
+    assert event.data == {"path": "C:\\u0000"}
+
+
+async def test_a_bad_event_never_fails_its_neighbours(store: tidings.EventStore) -> None:
+    async def bad() -> None:
+        await store.append("bad-1", [NewEvent("T", {"x": "\x00"})])
+
+    outcomes = await asyncio.gather(
+        *(store.append(f"good-{i}", [ev()]) for i in range(10)), bad(), return_exceptions=True
+    )
+    assert isinstance(outcomes[-1], tidings.InvalidEvent)
+    assert all(isinstance(o, tidings.AppendResult) for o in outcomes[:-1])
+
+
+@pytest.mark.parametrize(
+    "audit", [Audit("nul\x00user"), Audit("u", {"x": float("nan")}), Audit("u", {"k": "\x00"})]
+)
+async def test_bad_audit_records_are_refused(store: tidings.EventStore, audit: Audit) -> None:
+    with pytest.raises(tidings.InvalidEvent):
+        async with store.transaction(audit=audit) as tx:
+            tx.append("s-1", [ev()])
+    assert await store.head() == 0

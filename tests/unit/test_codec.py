@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tidings import InvalidEvent
 from tidings.codec import decode_json, encode_json, new_event_id
 
+texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**63), 2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
-    ),
+    | texts,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
     max_leaves=20,
 )
 
@@ -33,3 +34,15 @@ def test_generated_ids_are_uuid7_and_time_ordered() -> None:
     assert len(set(ids)) == 1000
     stamps = [i.int >> 80 for i in ids]
     assert stamps == sorted(stamps)
+
+
+@given(json_values, st.sampled_from(["value", "key"]))
+def test_json_with_a_nul_character_anywhere_is_refused(value: object, where: str) -> None:
+    nested = {"a": [value, "x\x00y"]} if where == "value" else {"a": value, "k\x00": 1}
+    with pytest.raises(InvalidEvent):
+        encode_json(nested)
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(InvalidEvent):
+        encode_json({"text": "\ud800"})

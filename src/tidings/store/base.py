@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Protocol, Self, TypeVar, runtime_checkable
 
-from tidings.codec import DEFAULT_MAX_EVENT_BYTES, PreparedAppend, prepare_append
+from tidings.codec import DEFAULT_MAX_EVENT_BYTES, PreparedAppend, encode_json, prepare_append
 from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, TidingsError
 from tidings.events import (
     ANY,
@@ -114,6 +114,10 @@ class Transaction:
             not isinstance(audit.user, str) or not isinstance(audit.extra, dict)
         ):
             raise InvalidEvent("audit needs a str user and a dict of extra fields")
+        if audit is not None:
+            if "\x00" in audit.user:
+                raise InvalidEvent("the audit user holds a NUL character (U+0000)")
+            encode_json(audit.extra, "audit extra")  # refuse what cannot be stored, now
         self._store = store
         self._group = Group([], audit, time.time_ns() // 1_000_000)
         self._done = False

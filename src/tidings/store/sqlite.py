@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
@@ -42,6 +43,7 @@ from tidings.store.rows import sqlite_events, time_from_ms
 T = TypeVar("T")
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _MAX_VARS = 500  # stay far below SQLITE_MAX_VARIABLE_NUMBER
+_ROWS_PER_INSERT = 100  # 1,000 variables a statement
 Q = load_queries("sqlite")
 
 
@@ -306,24 +308,27 @@ class SQLiteStore(StoreFront):
                 )
                 assert cursor.lastrowid is not None
                 audit_ids[index] = cursor.lastrowid
-        conn.executemany(
-            Q["insert_event"],
-            [
-                (
-                    r.position,
-                    r.id.bytes,
-                    r.stream,
-                    r.version,
-                    r.type,
-                    r.data,
-                    r.metadata,
-                    now_ms,
-                    category_of(r.stream),
-                    audit_ids.get(r.group),
-                )
-                for r in plan.rows
-            ],
-        )
+        params = [
+            value
+            for r in plan.rows
+            for value in (
+                r.position,
+                r.id.bytes,
+                r.stream,
+                r.version,
+                r.type,
+                r.data,
+                r.metadata,
+                now_ms,
+                category_of(r.stream),
+                audit_ids.get(r.group),
+            )
+        ]
+        # Many rows per statement: one step, one release of the GIL, instead of one per
+        # row (which, with a busy event loop, waits up to a switch interval each time).
+        for start in range(0, len(plan.rows), _ROWS_PER_INSERT):
+            count = min(_ROWS_PER_INSERT, len(plan.rows) - start)
+            conn.execute(_insert_events(count), params[start * 10 : (start + count) * 10])
         conn.executemany(Q["upsert_stream"], list(plan.versions.items()))
         conn.execute(Q["set_head"], (plan.head, now_ms))
 
@@ -431,6 +436,14 @@ def _read_all_query(filter: Filter | None) -> tuple[str, list[Any]]:
         "WHERE position > ?", "WHERE position > ? AND " + " AND ".join(clauses)
     )
     return sql, args
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_events(rows: int) -> str:
+    """The event insert for ``rows`` rows in one statement."""
+    head, _, values = Q["insert_event"].partition("VALUES")
+    row = values.strip().rstrip(";")
+    return f"{head}VALUES {', '.join([row] * rows)}"
 
 
 def _marks(values: Any) -> str:
