@@ -548,3 +548,31 @@ async def test_bad_audit_records_are_refused(store: tidings.EventStore, audit: A
         async with store.transaction(audit=audit) as tx:
             tx.append("s-1", [ev()])
     assert await store.head() == 0
+
+
+async def test_reads_page_through_small_pages_in_every_direction(store_url: str) -> None:
+    from tests.conftest import with_option
+
+    async with await tidings.connect(with_option(store_url, "page_size", 3)) as store:
+        await store.append("s-1", [ev(data={"i": i}) for i in range(10)])
+        for name in ["a-1", "b-1", "c-1", "d-1", "e-1"]:
+            await store.append(name, [ev()])
+        forward = [e.version for e in await stream_events(store, "s-1")]
+        backward = [e.version for e in await stream_events(store, "s-1", backwards=True)]
+        assert forward == list(range(10)) and backward == list(range(9, -1, -1))
+        assert [
+            e.version
+            for e in await stream_events(store, "s-1", from_version=8, backwards=True, limit=7)
+        ] == [8, 7, 6, 5, 4, 3, 2]
+        assert [e.position for e in await all_events(store, from_position=2, limit=7)] == list(
+            range(3, 10)
+        )
+        assert [e.position for e in await all_events(store)] == list(range(1, 16))
+        names = [s.name async for s in store.list_streams()]
+        assert names == ["a-1", "b-1", "c-1", "d-1", "e-1", "s-1"]
+        assert [s.name async for s in store.list_streams(after="b-1", limit=4)] == [
+            "c-1",
+            "d-1",
+            "e-1",
+            "s-1",
+        ]

@@ -58,7 +58,7 @@ async def connect(url: str, **options: Any) -> EventStore:
     if scheme == "memory":
         from tidings.store.memory import MemoryStore
 
-        return MemoryStore(url, **_only(opts, {"max_event_bytes"}, url))
+        return MemoryStore(url, **_only(opts, {"max_event_bytes", "page_size"}, url))
     if scheme == "sqlite":
         from tidings.store.sqlite import SQLiteStore
 

@@ -161,9 +161,16 @@ class StoreFront(abc.ABC):
 
     url: str
 
-    def __init__(self, url: str, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
         self.url = url
         self.max_event_bytes = max_event_bytes
+        self.page_size = page_size
         self._closed = False
 
     def _prepare(
@@ -195,6 +202,64 @@ class StoreFront(abc.ABC):
     @abc.abstractmethod
     async def _commit(self, group: Group) -> list[AppendResult]:
         """Land a group whole or raise its error; group commit happens behind this."""
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield a stream's events from a version, forwards or backwards."""
+        self._check_open()
+
+        async def fetch(version: int, size: int) -> list[RecordedEvent]:
+            return await self._stream_page(stream, version, size, backwards)
+
+        start = stream_start(from_version, backwards)
+        async for event in pages(fetch, start, next_version(backwards), self.page_size, limit):
+            yield event
+
+    async def read_all(
+        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield events of the global log with a position above ``from_position``."""
+        self._check_open()
+        position = check_position(from_position, "from_position")
+        if filter is not None and filter.is_empty:
+            filter = None
+
+        async def fetch(after: int, size: int) -> list[RecordedEvent]:
+            return await self._log_page(after, filter, size)
+
+        async for event in pages(fetch, position, next_position, self.page_size, limit):
+            yield event
+
+    async def list_streams(
+        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[StreamInfo]:
+        """Yield streams in name order with their last version."""
+        self._check_open()
+
+        async def fetch(cursor: str, size: int) -> list[StreamInfo]:
+            return await self._streams_page(prefix, cursor, size)
+
+        async for info in pages(fetch, after or "", next_name, self.page_size, limit):
+            yield info
+
+    @abc.abstractmethod
+    async def _stream_page(
+        self, stream: str, version: int, size: int, backwards: bool
+    ) -> list[RecordedEvent]:
+        """Up to ``size`` events of ``stream`` from ``version`` up (or down, backwards)."""
+
+    @abc.abstractmethod
+    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
+        """Up to ``size`` events past position ``after`` that pass ``filter``."""
+
+    @abc.abstractmethod
+    async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:
+        """Up to ``size`` streams named after ``after``, starting with ``prefix``."""
 
     async def __aenter__(self) -> Self:
         return self

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import NamedTuple
 from uuid import UUID
 
 from tidings.codec import decode_json
 from tidings.events import AppendResult, AuditRecord, Filter, RecordedEvent, StreamInfo
-from tidings.store.base import StoreFront, check_limit, check_position
+from tidings.store.base import StoreFront
 from tidings.store.planner import Group, StoredIdentity, given_ids, plan_batch
 from tidings.store.rows import time_from_ms
 
@@ -82,46 +81,32 @@ class MemoryStore(StoreFront):
             time_from_ms(stored.time_ms),
         )
 
-    async def read_stream(
-        self,
-        stream: str,
-        from_version: int | None = None,
-        limit: int | None = None,
-        backwards: bool = False,
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield a stream's events from a version, forwards or backwards."""
-        self._check_open()
-        limit = check_limit(limit)
+    async def _stream_page(
+        self, stream: str, version: int, size: int, backwards: bool
+    ) -> list[RecordedEvent]:
         positions = self._streams.get(stream, [])
         if backwards:
-            start = (
-                len(positions) - 1
-                if from_version is None
-                else check_position(from_version, "from_version")
-            )
-            chosen = positions[: start + 1][::-1]
+            version = min(version, len(positions) - 1)
+            chosen = positions[max(0, version - size + 1) : version + 1][::-1]
         else:
-            start = 0 if from_version is None else check_position(from_version, "from_version")
-            chosen = positions[start:]
-        if limit is not None:
-            chosen = chosen[:limit]
-        for position in chosen:
-            yield self._event(self._log[position - 1])
+            chosen = positions[version : version + size]
+        return [self._event(self._log[p - 1]) for p in chosen]
 
-    async def read_all(
-        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield events of the global log with a position above ``from_position``."""
-        self._check_open()
-        limit = check_limit(limit)
-        position = check_position(from_position, "from_position")
-        count = 0
-        while (limit is None or count < limit) and position < len(self._log):
-            event = self._event(self._log[position])
-            position += 1
+    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
+        page: list[RecordedEvent] = []
+        for stored in self._log[after:]:
+            event = self._event(stored)
             if filter is None or filter.matches(event):
-                count += 1
-                yield event
+                page.append(event)
+                if len(page) == size:
+                    break
+        return page
+
+    async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:
+        names = sorted(
+            n for n in self._streams if n > after and (prefix is None or n.startswith(prefix))
+        )
+        return [StreamInfo(n, len(self._streams[n]) - 1) for n in names[:size]]
 
     async def stream_version(self, stream: str) -> int | None:
         """A stream's last version, or None if it does not exist."""
@@ -133,20 +118,6 @@ class MemoryStore(StoreFront):
         """The last committed position, 0 when the store is empty."""
         self._check_open()
         return len(self._log)
-
-    async def list_streams(
-        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
-    ) -> AsyncIterator[StreamInfo]:
-        """Yield streams in name order with their last version."""
-        self._check_open()
-        limit = check_limit(limit)
-        names = sorted(
-            n
-            for n in self._streams
-            if (prefix is None or n.startswith(prefix)) and (after is None or n > after)
-        )
-        for name in names[:limit]:
-            yield StreamInfo(name, len(self._streams[name]) - 1)
 
     async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
         """The audit record of the transaction that wrote an event (or position), if any."""

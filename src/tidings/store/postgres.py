@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
@@ -26,12 +25,6 @@ from tidings.store import redact
 from tidings.store.base import (
     DEFAULT_PAGE_SIZE,
     StoreFront,
-    check_position,
-    next_name,
-    next_position,
-    next_version,
-    pages,
-    stream_start,
 )
 from tidings.store.planner import (
     RELATIVE_HEAD,
@@ -275,39 +268,23 @@ class PostgresStore(StoreFront):
         except _DRIVER_ERRORS as exc:
             raise self._unavailable(exc) from exc
 
-    async def read_stream(
-        self,
-        stream: str,
-        from_version: int | None = None,
-        limit: int | None = None,
-        backwards: bool = False,
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield a stream's events from a version, forwards or backwards."""
+    async def _stream_page(
+        self, stream: str, version: int, size: int, backwards: bool
+    ) -> list[RecordedEvent]:
         query = self._q["read_stream_backward" if backwards else "read_stream_forward"]
+        return postgres_events(await self._fetch(query, stream, version, size))
 
-        async def fetch(version: int, size: int) -> list[RecordedEvent]:
-            return postgres_events(await self._fetch(query, stream, version, size))
-
-        start = stream_start(from_version, backwards)
-        async for event in pages(fetch, start, next_version(backwards), self.page_size, limit):
-            yield event
-
-    async def read_all(
-        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield events of the global log with a position above ``from_position``."""
-        position = check_position(from_position, "from_position")
+    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
         query, args = self._read_all_query(filter)
+        return postgres_events(await self._fetch(query, after, *args, size))
 
-        async def fetch(after: int, size: int) -> list[RecordedEvent]:
-            return postgres_events(await self._fetch(query, after, *args, size))
-
-        async for event in pages(fetch, position, next_position, self.page_size, limit):
-            yield event
+    async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:
+        rows = await self._fetch(self._q["list_streams"], after, prefix, size)
+        return [StreamInfo(name, version) for name, version in rows]
 
     def _read_all_query(self, filter: Filter | None) -> tuple[str, list[Any]]:
         base = self._q["read_all"]
-        if filter is None or filter.is_empty:
+        if filter is None:
             return base, []
         clauses: list[str] = []
         args: list[Any] = []
@@ -334,18 +311,6 @@ class PostgresStore(StoreFront):
         """The last committed position, 0 when the store is empty."""
         rows = await self._fetch(self._q["head"])
         return int(rows[0][0])
-
-    async def list_streams(
-        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
-    ) -> AsyncIterator[StreamInfo]:
-        """Yield streams in name order with their last version."""
-
-        async def fetch(cursor: str, size: int) -> list[StreamInfo]:
-            rows = await self._fetch(self._q["list_streams"], cursor, prefix, size)
-            return [StreamInfo(name, version) for name, version in rows]
-
-        async for info in pages(fetch, after or "", next_name, self.page_size, limit):
-            yield info
 
     async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
         """The audit record of the transaction that wrote an event (or position), if any."""

@@ -9,7 +9,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,12 +30,6 @@ from tidings.sql import Migration, load_queries, migrations, split_statements
 from tidings.store.base import (
     DEFAULT_PAGE_SIZE,
     StoreFront,
-    check_position,
-    next_name,
-    next_position,
-    next_version,
-    pages,
-    stream_start,
 )
 from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
 from tidings.store.rows import sqlite_events, time_from_ms
@@ -334,39 +328,23 @@ class SQLiteStore(StoreFront):
 
     # -- reading ----------------------------------------------------------------------
 
-    async def read_stream(
-        self,
-        stream: str,
-        from_version: int | None = None,
-        limit: int | None = None,
-        backwards: bool = False,
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield a stream's events from a version, forwards or backwards."""
+    async def _stream_page(
+        self, stream: str, version: int, size: int, backwards: bool
+    ) -> list[RecordedEvent]:
         query = Q["read_stream_backward" if backwards else "read_stream_forward"]
+        return await self._read(
+            lambda c: sqlite_events(c.execute(query, (stream, version, size)).fetchall())
+        )
 
-        async def fetch(version: int, size: int) -> list[RecordedEvent]:
-            return await self._read(
-                lambda c: sqlite_events(c.execute(query, (stream, version, size)).fetchall())
-            )
-
-        start = stream_start(from_version, backwards)
-        async for event in pages(fetch, start, next_version(backwards), self.page_size, limit):
-            yield event
-
-    async def read_all(
-        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield events of the global log with a position above ``from_position``."""
-        position = check_position(from_position, "from_position")
+    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
         sql, args = _read_all_query(filter)
+        return await self._read(
+            lambda c: sqlite_events(c.execute(sql, (after, *args, size)).fetchall())
+        )
 
-        async def fetch(after: int, size: int) -> list[RecordedEvent]:
-            return await self._read(
-                lambda c: sqlite_events(c.execute(sql, (after, *args, size)).fetchall())
-            )
-
-        async for event in pages(fetch, position, next_position, self.page_size, limit):
-            yield event
+    async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:
+        rows = await self._rows(Q["list_streams"], (after, prefix, prefix, prefix, size))
+        return [StreamInfo(name, version) for name, version in rows]
 
     async def stream_version(self, stream: str) -> int | None:
         """A stream's last version, or None if it does not exist."""
@@ -377,18 +355,6 @@ class SQLiteStore(StoreFront):
         """The last committed position, 0 when the store is empty."""
         row = await self._read(lambda c: c.execute(Q["head"]).fetchone())
         return int(row[0])
-
-    async def list_streams(
-        self, prefix: str | None = None, after: str | None = None, limit: int | None = None
-    ) -> AsyncIterator[StreamInfo]:
-        """Yield streams in name order with their last version."""
-
-        async def fetch(cursor: str, size: int) -> list[StreamInfo]:
-            rows = await self._rows(Q["list_streams"], (cursor, prefix, prefix, prefix, size))
-            return [StreamInfo(name, version) for name, version in rows]
-
-        async for info in pages(fetch, after or "", next_name, self.page_size, limit):
-            yield info
 
     async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
         """The audit record of the transaction that wrote an event (or position), if any."""
@@ -419,7 +385,7 @@ class SQLiteStore(StoreFront):
 
 
 def _read_all_query(filter: Filter | None) -> tuple[str, list[Any]]:
-    if filter is None or filter.is_empty:
+    if filter is None:
         return Q["read_all"], []
     clauses: list[str] = []
     args: list[Any] = []
