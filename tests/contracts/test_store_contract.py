@@ -576,3 +576,12 @@ async def test_reads_page_through_small_pages_in_every_direction(store_url: str)
             "e-1",
             "s-1",
         ]
+
+
+async def test_closing_finishes_appends_already_made(store_url: str) -> None:
+    store = await tidings.connect(store_url)
+    appends = [asyncio.ensure_future(store.append(f"s-{i}", [ev()])) for i in range(50)]
+    await asyncio.sleep(0)  # the appends have started, and wait for the writer
+    await store.close()
+    results = await asyncio.wait_for(asyncio.gather(*appends), 10)
+    assert sorted(r.position for r in results) == list(range(1, 51))

@@ -92,7 +92,8 @@ class SQLiteStore(StoreFront):
         self.busy_timeout_ms = busy_timeout_ms
         self.page_size = page_size
         self.max_batch_events = max_batch_events
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Pending] | None] = queue.SimpleQueue()
+        self._handoff: list[_Pending] = []
         self._slots = asyncio.Semaphore(10_000)  # bound on appends waiting for the writer
         self._writer: threading.Thread | None = None
         self._writer_conn: sqlite3.Connection | None = None
@@ -217,32 +218,44 @@ class SQLiteStore(StoreFront):
         self._check_open()
         async with self._slots:
             pending = _Pending(group, asyncio.get_running_loop())
-            self._queue.put(pending)
+            if not self._handoff:
+                pending.loop.call_soon(self._hand_over)
+            self._handoff.append(pending)
             return await pending.future
 
+    def _hand_over(self) -> None:
+        """Pass the appends made during one turn of the event loop to the writer at once.
+
+        Scheduled by the first append of a turn, it runs after every task woken in that
+        turn has made its append: one wake-up of the writer thread per batch, instead of
+        one per append racing the event loop for the GIL.
+        """
+        handoff, self._handoff = self._handoff, []
+        if handoff:
+            self._queue.put(handoff)
+
     def _write_loop(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             first = self._queue.get()
             if first is None:
                 return
-            batch, size = [first], sum(len(a.events) for a in first.group.appends)
-            stop = False
+            batch = list(first)
+            size = sum(_size(p.group) for p in batch)
             while size < self.max_batch_events:
                 try:
-                    item = self._queue.get_nowait()
+                    more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
+                if more is None:
                     stop = True
                     break
-                batch.append(item)
-                size += sum(len(a.events) for a in item.group.appends)
+                batch.extend(more)
+                size += sum(_size(p.group) for p in more)
             outcomes = self._write_batch(batch)
             for loop, items, results in _by_loop(batch, outcomes):
                 with contextlib.suppress(RuntimeError):  # that loop is closed
                     loop.call_soon_threadsafe(_settle, items, results)
-            if stop:
-                return
 
     def _write_batch(self, batch: list[_Pending]) -> list[list[AppendResult] | BaseException]:
         conn = self._writer_conn
@@ -376,6 +389,7 @@ class SQLiteStore(StoreFront):
         self._closed = True
         loop = asyncio.get_running_loop()
         if self._writer is not None:
+            self._hand_over()  # appends still waiting for their turn go before the stop
             self._queue.put(None)
             await loop.run_in_executor(None, self._writer.join)
         self._readers.shutdown(wait=True)
@@ -410,6 +424,10 @@ def _insert_events(rows: int) -> str:
     head, _, values = Q["insert_event"].partition("VALUES")
     row = values.strip().rstrip(";")
     return f"{head}VALUES {', '.join([row] * rows)}"
+
+
+def _size(group: Group) -> int:
+    return sum(len(a.events) for a in group.appends)
 
 
 def _marks(values: Any) -> str:
