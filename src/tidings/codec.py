@@ -178,12 +178,19 @@ def prepare_append(
     """Validate a whole append; raises before anything is sent to a backend."""
     name = check_name(stream, "stream name")
     code = expected_code(expected)
-    if isinstance(events, NewEvent) or not isinstance(events, Sequence | tuple):
+    # Lists and tuples skip the (slow) abstract Sequence check.
+    if type(events) not in (list, tuple) and (
+        isinstance(events, NewEvent) or not isinstance(events, Sequence)
+    ):
         raise InvalidEvent("events must be a list of NewEvent")
     if not events:
         raise InvalidEvent(f"append to {name!r} has no events")
     prepared = [prepare_event(e, max_event_bytes) for e in events]
-    ids_given = any(e.id_given for e in prepared)
+    ids_given = False
+    for event in prepared:
+        if event.id_given:
+            ids_given = True
+            break
     if ids_given and len({e.id for e in prepared}) != len(prepared):
         raise InvalidEvent(f"append to {name!r} holds the same event id twice")
     return PreparedAppend(name, code, prepared, ids_given)
