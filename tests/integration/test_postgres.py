@@ -248,3 +248,22 @@ async def test_numeric_options_from_the_url_are_integers(pg_url: str) -> None:
             *(store.append(f"s-{i}", [tidings.NewEvent("A", {})]) for i in range(20))
         )
         assert [e.position async for e in store.read_all()] == list(range(1, 21))
+
+
+async def test_a_node_whose_known_versions_are_stale_neither_misjudges_nor_miswrites(
+    pg_url: str,
+) -> None:
+    async with await tidings.connect(pg_url) as one, await tidings.connect(pg_url) as two:
+        nodes = [one, two]
+        for version in range(12):  # alternate nodes: each node's last write is always stale
+            node = nodes[version % 2]
+            expected = tidings.NO_STREAM if version == 0 else version - 1
+            result = await node.append("s-1", [tidings.NewEvent("A", {"v": version})], expected)
+            assert result.last_version == version
+        with pytest.raises(tidings.WrongExpectedVersion) as info:
+            await one.append("s-1", [tidings.NewEvent("A", {})], expected_version=10)
+        assert info.value.actual == 11
+        with pytest.raises(tidings.WrongExpectedVersion) as info:
+            await one.append("s-1", [tidings.NewEvent("A", {})], expected_version=tidings.NO_STREAM)
+        assert info.value.actual == 11
+        assert [e.data["v"] async for e in one.read_stream("s-1")] == list(range(12))

@@ -61,6 +61,7 @@ _CONNECTION_ERRORS = (
 _DRIVER_ERRORS = (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError)
 _MAX_PENDING = 10_000
 _OPTIMISTIC_ROUNDS = 3
+_MAX_KNOWN_STREAMS = 100_000
 
 
 class _Pending:
@@ -101,6 +102,7 @@ class PostgresStore(StoreFront):
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle_writers = 0
+        self._known: dict[str, int] = {}  # stream versions of this store's last writes
         self._writers = [
             asyncio.create_task(self._write_loop(), name=f"tidings-pg-writer-{i}")
             for i in range(writers)
@@ -200,29 +202,62 @@ class PostgresStore(StoreFront):
                     p.future.set_result(outcome)
 
     async def _write_batch(self, groups: list[Group]) -> list[list[AppendResult] | TidingsError]:
-        """Plan on the versions read, then write if no stream moved meanwhile.
+        """Plan on known stream versions, then write if no stream moved meanwhile.
 
-        Optimistic rounds keep the head lock only for the final statement; after a few
-        rounds lost to concurrent writers of the same streams, plan under the lock.
+        The versions come from this store's own last writes when it has them all, else
+        from a read. Optimistic rounds keep the head lock only for the final statement;
+        after a few rounds lost to concurrent writers of the same streams, plan under it.
         """
         async with self._pool.acquire() as conn:
-            for _ in range(_OPTIMISTIC_ROUNDS):
-                plan = await self._plan(conn, groups)
+            plan = self._plan_from_known(groups)
+            rounds = 0
+            while rounds < _OPTIMISTIC_ROUNDS:
+                if plan is None:
+                    plan = await self._plan(conn, groups)
+                    rounds += 1
                 if not plan.rows:
                     return plan.outcomes
                 try:
                     head = await self._apply(conn, groups, plan)
                 except asyncpg.exceptions.UniqueViolationError:
-                    continue  # an id given here was stored meanwhile: plan again
+                    plan = None  # an id given here was stored meanwhile: plan again
+                    continue
                 if head >= 0:
+                    self._known.update(plan.versions)
                     return plan.absolute(head)
+                for name in plan.assumed:  # another writer moved these streams
+                    self._known.pop(name, None)
+                plan = None
             async with conn.transaction():
                 await conn.execute(self._q["lock_head"])
                 plan = await self._plan(conn, groups)
                 if not plan.rows:
                     return plan.outcomes
                 head = await self._apply(conn, groups, plan)
+                self._known.update(plan.versions)
                 return plan.absolute(head)
+
+    def _plan_from_known(self, groups: list[Group]) -> Plan | None:
+        """A plan on the versions this store last wrote, if it knows every stream's.
+
+        Safe because ``apply_batch`` checks each assumed version under the head lock;
+        but a plan with a failed group is not trusted (the conflict may be with a stale
+        version), and given ids need the stored events: both go through a read.
+        """
+        if len(self._known) > _MAX_KNOWN_STREAMS:
+            self._known.clear()
+        versions = {}
+        for name in streams_of(groups):
+            version = self._known.get(name)
+            if version is None:
+                return None
+            versions[name] = version
+        if given_ids(groups):
+            return None
+        plan = plan_batch(groups, versions, {}, RELATIVE_HEAD)
+        if any(isinstance(outcome, TidingsError) for outcome in plan.outcomes):
+            return None
+        return plan
 
     async def _plan(self, conn: asyncpg.Connection, groups: list[Group]) -> Plan:
         rows = await conn.fetch(self._q["stream_versions"], list(streams_of(groups)))
