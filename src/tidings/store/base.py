@@ -217,8 +217,9 @@ class StoreFront(abc.ABC):
             return await self._stream_page(stream, version, size, backwards)
 
         start = stream_start(from_version, backwards)
-        async for event in pages(fetch, start, next_version(backwards), self.page_size, limit):
-            yield event
+        async for page in pages(fetch, start, next_version(backwards), self.page_size, limit):
+            for event in page:
+                yield event
 
     async def read_all(
         self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
@@ -232,8 +233,9 @@ class StoreFront(abc.ABC):
         async def fetch(after: int, size: int) -> list[RecordedEvent]:
             return await self._log_page(after, filter, size)
 
-        async for event in pages(fetch, position, next_position, self.page_size, limit):
-            yield event
+        async for page in pages(fetch, position, next_position, self.page_size, limit):
+            for event in page:
+                yield event
 
     async def list_streams(
         self, prefix: str | None = None, after: str | None = None, limit: int | None = None
@@ -244,8 +246,9 @@ class StoreFront(abc.ABC):
         async def fetch(cursor: str, size: int) -> list[StreamInfo]:
             return await self._streams_page(prefix, cursor, size)
 
-        async for info in pages(fetch, after or "", next_name, self.page_size, limit):
-            yield info
+        async for page in pages(fetch, after or "", next_name, self.page_size, limit):
+            for info in page:
+                yield info
 
     @abc.abstractmethod
     async def _stream_page(
@@ -299,8 +302,8 @@ async def pages(
     next_cursor: Callable[[T], C | None],
     page_size: int,
     limit: int | None,
-) -> AsyncIterator[T]:
-    """Yield the items of keyset pages, ``fetch(cursor, size)`` at a time, up to ``limit``.
+) -> AsyncIterator[list[T]]:
+    """Yield keyset pages, ``fetch(cursor, size)`` at a time, up to ``limit`` items in all.
 
     The next page is fetched while the current one is consumed, so the database (or
     the reader thread) and the consumer work at once. A page shorter than asked, or a
@@ -320,8 +323,7 @@ async def pages(
                 cursor = next_cursor(items[-1])
                 if cursor is not None:
                     pending = asyncio.ensure_future(fetch(cursor, following))
-            for item in items:
-                yield item
+            yield items
             size = following
     finally:
         if pending is not None:
