@@ -26,6 +26,7 @@ from tidings.store.base import (
     DEFAULT_PAGE_SIZE,
     StoreFront,
 )
+from tidings.store.batching import Outcome, Pending, settle
 from tidings.store.planner import (
     RELATIVE_HEAD,
     Group,
@@ -64,14 +65,6 @@ _OPTIMISTIC_ROUNDS = 3
 _MAX_KNOWN_STREAMS = 100_000
 
 
-class _Pending:
-    __slots__ = ("future", "group")
-
-    def __init__(self, group: Group) -> None:
-        self.group = group
-        self.future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-
-
 class PostgresStore(StoreFront):
     """An event store in a PostgreSQL database (``postgresql://user@host/db``).
 
@@ -98,7 +91,7 @@ class PostgresStore(StoreFront):
         self.max_batch_events = max_batch_events
         self._pool = pool
         self._q = load_queries("postgres", schema)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=_MAX_PENDING)
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=_MAX_PENDING)
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle_writers = 0
@@ -155,7 +148,7 @@ class PostgresStore(StoreFront):
 
     async def _commit(self, group: Group) -> list[AppendResult]:
         self._check_open()
-        pending = _Pending(group)
+        pending = Pending(group, asyncio.get_running_loop())
         self._inflight += 1
         try:
             await self._queue.put(pending)  # waits when _MAX_PENDING appends are queued
@@ -175,14 +168,15 @@ class PostgresStore(StoreFront):
             # Leave half of what waits to an idle writer: it plans and sends its batch
             # while this one commits, so the client and the server work at once.
             take = self._queue.qsize() // 2 if self._idle_writers else self._queue.qsize()
-            batch, size = [pending], _size(pending.group)
+            batch, size = [pending], pending.size
             while size < self.max_batch_events and take > 0:
                 item = self._queue.get_nowait()
                 batch.append(item)
-                size += _size(item.group)
+                size += item.size
                 take -= 1
+            outcomes: list[Outcome]
             try:
-                outcomes = await self._write_batch([p.group for p in batch])
+                outcomes = list(await self._write_batch([p.group for p in batch]))
             except asyncio.CancelledError:
                 for p in batch:
                     if not p.future.done():
@@ -193,13 +187,7 @@ class PostgresStore(StoreFront):
                     log.exception("append batch failed")
                 error = self._unavailable(exc)
                 outcomes = [error] * len(batch)
-            for p, outcome in zip(batch, outcomes, strict=True):
-                if p.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    p.future.set_exception(outcome)
-                else:
-                    p.future.set_result(outcome)
+            settle(batch, outcomes)
 
     async def _write_batch(self, groups: list[Group]) -> list[list[AppendResult] | TidingsError]:
         """Plan on known stream versions, then write if no stream moved meanwhile.
@@ -371,10 +359,6 @@ class PostgresStore(StoreFront):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._pool.close()
-
-
-def _size(group: Group) -> int:
-    return sum(len(a.events) for a in group.appends)
 
 
 async def _migrate(pool: asyncpg.Pool, schema: str) -> None:

@@ -30,6 +30,7 @@ from tidings.store.base import (
     DEFAULT_PAGE_SIZE,
     StoreFront,
 )
+from tidings.store.batching import Outcome, Pending, settle
 from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
 from tidings.store.rows import sqlite_events, time_from_ms
 
@@ -38,27 +39,6 @@ _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _MAX_VARS = 500  # stay far below SQLITE_MAX_VARIABLE_NUMBER
 _ROWS_PER_INSERT = 100  # 1,000 variables a statement
 Q = load_queries("sqlite")
-
-
-class _Pending:
-    """A group waiting for the writer, and the future its caller awaits."""
-
-    __slots__ = ("future", "group", "loop")
-
-    def __init__(self, group: Group, loop: asyncio.AbstractEventLoop) -> None:
-        self.group = group
-        self.loop = loop
-        self.future: asyncio.Future[list[AppendResult]] = loop.create_future()
-
-
-def _settle(batch: list[_Pending], outcomes: list[list[AppendResult] | BaseException]) -> None:
-    for pending, outcome in zip(batch, outcomes, strict=True):
-        if pending.future.done():  # the caller was cancelled; the append stands anyway
-            continue
-        if isinstance(outcome, BaseException):
-            pending.future.set_exception(outcome)
-        else:
-            pending.future.set_result(outcome)
 
 
 class SQLiteStore(StoreFront):
@@ -91,8 +71,9 @@ class SQLiteStore(StoreFront):
         self.busy_timeout_ms = busy_timeout_ms
         self.page_size = page_size
         self.max_batch_events = max_batch_events
-        self._queue: queue.SimpleQueue[list[_Pending] | None] = queue.SimpleQueue()
-        self._handoff: list[_Pending] = []
+        self._loop = asyncio.get_running_loop()  # the store answers on the loop it opened on
+        self._queue: queue.SimpleQueue[list[Pending] | None] = queue.SimpleQueue()
+        self._handoff: list[Pending] = []
         self._slots = asyncio.Semaphore(10_000)  # bound on appends waiting for the writer
         self._writer: threading.Thread | None = None
         self._writer_conn: sqlite3.Connection | None = None
@@ -209,9 +190,9 @@ class SQLiteStore(StoreFront):
     async def _commit(self, group: Group) -> list[AppendResult]:
         self._check_open()
         async with self._slots:
-            pending = _Pending(group, asyncio.get_running_loop())
+            pending = Pending(group, self._loop)
             if not self._handoff:
-                pending.loop.call_soon(self._hand_over)
+                self._loop.call_soon(self._hand_over)
             self._handoff.append(pending)
             return await pending.future
 
@@ -233,7 +214,7 @@ class SQLiteStore(StoreFront):
             if first is None:
                 return
             batch = list(first)
-            size = sum(_size(p.group) for p in batch)
+            size = sum(p.size for p in batch)
             while size < self.max_batch_events:
                 try:
                     more = self._queue.get_nowait()
@@ -243,13 +224,12 @@ class SQLiteStore(StoreFront):
                     stop = True
                     break
                 batch.extend(more)
-                size += sum(_size(p.group) for p in more)
+                size += sum(p.size for p in more)
             outcomes = self._write_batch(batch)
-            for loop, items, results in _by_loop(batch, outcomes):
-                with contextlib.suppress(RuntimeError):  # that loop is closed
-                    loop.call_soon_threadsafe(_settle, items, results)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(settle, batch, outcomes)
 
-    def _write_batch(self, batch: list[_Pending]) -> list[list[AppendResult] | BaseException]:
+    def _write_batch(self, batch: list[Pending]) -> list[Outcome]:
         conn = self._writer_conn
         assert conn is not None
         groups = [p.group for p in batch]
@@ -417,26 +397,9 @@ def _insert_events(rows: int) -> str:
     return f"{head}VALUES {', '.join([row] * rows)}"
 
 
-def _size(group: Group) -> int:
-    return sum(len(a.events) for a in group.appends)
-
-
 def _marks(values: Any) -> str:
     return ", ".join("?" * len(values))
 
 
 def _chunks(values: list[T]) -> list[list[T]]:
     return [values[i : i + _MAX_VARS] for i in range(0, len(values), _MAX_VARS)]
-
-
-def _by_loop(
-    batch: list[_Pending], outcomes: list[list[AppendResult] | BaseException]
-) -> list[
-    tuple[asyncio.AbstractEventLoop, list[_Pending], list[list[AppendResult] | BaseException]]
-]:
-    grouped: dict[int, tuple[asyncio.AbstractEventLoop, list[_Pending], list[Any]]] = {}
-    for pending, outcome in zip(batch, outcomes, strict=True):
-        entry = grouped.setdefault(id(pending.loop), (pending.loop, [], []))
-        entry[1].append(pending)
-        entry[2].append(outcome)
-    return list(grouped.values())
