@@ -1,13 +1,15 @@
-"""Shared fixtures: store URLs for every backend, on real services.
+"""Shared fixtures: store and notifier URLs for every backend, on real services.
 
-PostgreSQL comes from TIDINGS_TEST_POSTGRES_URL; each test gets a schema of its own,
-dropped afterwards. Under CI=true an unreachable PostgreSQL fails the run.
+PostgreSQL comes from TIDINGS_TEST_POSTGRES_URL (each test gets a schema of its own,
+dropped afterwards), Redis from TIDINGS_TEST_REDIS_URL and NATS from
+TIDINGS_TEST_NATS_URL. Under CI=true an unreachable service fails the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,9 +23,17 @@ import tidings
 POSTGRES_URL = os.environ.get(
     "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")
 IN_CI = os.environ.get("CI") == "true"
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 DURABLE_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+NOTIFIER_BACKENDS = [
+    "memory",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("nats", marks=pytest.mark.nats),
+]
 
 
 def with_option(url: str, key: str, value: object) -> str:
@@ -56,6 +66,61 @@ def require_postgres() -> None:
         if IN_CI:
             pytest.fail(problem + " (CI=true: a missing service is a failure)")
         pytest.skip(problem)
+
+
+_reachable: dict[str, str | None] = {}
+
+
+def _tcp_problem(name: str, url: str) -> str | None:
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=3).close()
+    except OSError as exc:
+        return f"{name} unreachable at {url}: {exc!r}"
+    return None
+
+
+def require_service(name: str) -> str:
+    """The URL of ``redis`` or ``nats``; skip (under CI=true, fail) when unreachable."""
+    url = {"redis": REDIS_URL, "nats": NATS_URL}[name]
+    if name not in _reachable:
+        _reachable[name] = _tcp_problem(name, url)
+    problem = _reachable[name]
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(problem + " (CI=true: a missing service is a failure)")
+        pytest.skip(problem)
+    return url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis server's URL."""
+    return require_service("redis")
+
+
+@pytest.fixture
+def nats_url() -> str:
+    """The test NATS server's URL."""
+    return require_service("nats")
+
+
+@pytest.fixture
+def notifier_url(request: pytest.FixtureRequest) -> str:
+    """A notifier URL for the backend the test is parametrized with."""
+    backend = request.param
+    if backend == "memory":
+        return f"memory://t{uuid.uuid4().hex[:12]}"
+    if backend == "postgres":
+        require_postgres()
+        return POSTGRES_URL
+    return require_service(backend)
+
+
+@pytest.fixture
+def channel() -> str:
+    """A channel name no other test (or concurrent run) uses."""
+    return "t." + uuid.uuid4().hex[:16]
 
 
 @pytest.fixture
@@ -96,7 +161,9 @@ async def store(store_url: str) -> AsyncIterator[tidings.EventStore]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run tests that use ``store``/``store_url`` on every backend (or the durable ones)."""
+    """Run tests that use ``store_url`` or ``notifier_url`` on every backend of their kind."""
+    if "notifier_url" in metafunc.fixturenames:
+        metafunc.parametrize("notifier_url", NOTIFIER_BACKENDS, indirect=True)
     if "store_url" in metafunc.fixturenames:
         durable = metafunc.definition.get_closest_marker("durable") is not None
         metafunc.parametrize("store_url", DURABLE_BACKENDS if durable else BACKENDS, indirect=True)

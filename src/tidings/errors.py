@@ -5,12 +5,17 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     TidingsError
     ├── InvalidInput            bad arguments: limits, positions, filters
     │   ├── InvalidEvent        bad events: names, types, data, sizes, empty batches
-    │   └── InvalidExpectedVersion
+    │   ├── InvalidExpectedVersion
+    │   ├── InvalidChannel      a notifier channel (or hub topic) no backend can carry
+    │   └── PayloadTooLarge     a notification over the backend's payload limit
     ├── ConfigurationError      bad URL, unknown scheme, missing extra
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
     ├── DuplicateEventId        an event id already stored with different content
     ├── StoreUnavailable        the database cannot be reached (URL shown without password)
-    └── StoreClosed             the store was used after close()
+    ├── StoreClosed             the store was used after close()
+    ├── NotifierUnavailable     the pub/sub server cannot be reached (URL without password)
+    ├── NotifierClosed          the notifier was used after close()
+    └── SubscriptionOverflow    a subscription with overflow="disconnect" fell behind
 
 Driver errors are wrapped at the edge of each backend and kept as ``__cause__``.
 """
@@ -82,3 +87,53 @@ class StoreUnavailable(TidingsError, ConnectionError):
 
 class StoreClosed(TidingsError, RuntimeError):
     """The store was used after it was closed."""
+
+
+class InvalidChannel(InvalidInput):
+    """A channel name no notifier backend can carry (or a bad hub topic)."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """A notification payload over the backend's limit; nothing was published."""
+
+    def __init__(self, size: int, limit: int, backend: str) -> None:
+        self.size = size
+        self.limit = limit
+        self.backend = backend
+        super().__init__(
+            f"payload of {size} bytes is over the {backend} notifier's limit of {limit} bytes"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.size, self.limit, self.backend))
+
+
+class NotifierUnavailable(TidingsError, ConnectionError):
+    """The pub/sub server could not be reached, or the connection is down right now."""
+
+    def __init__(self, url: str, detail: str = "") -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(f"notifier unavailable at {url}" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.detail))
+
+
+class NotifierClosed(TidingsError, RuntimeError):
+    """The notifier (or a subscription) was used after it was closed."""
+
+
+class SubscriptionOverflow(TidingsError):
+    """A subscription whose policy is ``overflow="disconnect"`` fell behind its bound."""
+
+    def __init__(self, channels: tuple[str, ...], maxsize: int) -> None:
+        self.channels = channels
+        self.maxsize = maxsize
+        super().__init__(
+            f"subscription to {', '.join(channels) or '(no channels)'} fell more than "
+            f"{maxsize} messages behind and was disconnected"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.channels, self.maxsize))

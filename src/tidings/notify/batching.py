@@ -1,0 +1,65 @@
+"""Coalesced sending: publishes made while one is in flight go out together, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+Item = tuple[str, bytes, asyncio.Future[None]]
+
+
+class SendQueue:
+    """One drainer task sends everything queued, a batch per round trip.
+
+    ``send_batch(pairs)`` sends ``(channel, payload)`` pairs in order; ``cut(pairs)``
+    (optional) says how many of the queued pairs may share one batch.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        send_batch: Callable[[list[tuple[str, bytes]]], Awaitable[None]],
+        max_batch: int = 500,
+        cut: Callable[[list[tuple[str, bytes]]], int] | None = None,
+    ) -> None:
+        self.name = name
+        self.max_batch = max_batch
+        self._send_batch = send_batch
+        self._cut = cut
+        self._queue: list[Item] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def send(self, channel: str, payload: bytes) -> None:
+        """Queue one message and wait until its batch was sent (or failed)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((channel, payload, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain(), name=self.name)
+        await future
+
+    def fail_all(self, exc: BaseException) -> None:
+        """Fail everything queued (the connection is gone) and stop the drainer."""
+        if self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None
+        for _, _, future in self._queue:
+            if not future.done():
+                future.set_exception(exc)
+        self._queue.clear()
+
+    async def _drain(self) -> None:
+        while self._queue:
+            pairs = [(c, p) for c, p, _ in self._queue[: self.max_batch]]
+            count = self._cut(pairs) if self._cut is not None else len(pairs)
+            batch = self._queue[:count]
+            del self._queue[:count]
+            try:
+                await self._send_batch(pairs[:count])
+            except Exception as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
