@@ -34,7 +34,8 @@ from tidings.events import (
     RecordedEvent,
     StreamInfo,
 )
-from tidings.store import EventStore, Transaction, connect
+from tidings.store import EventStore, Transaction
+from tidings.wiring import connect
 
 __version__ = "0.1.0.dev0"
 

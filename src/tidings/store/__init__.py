@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, InvalidInput
 from tidings.store.base import EventStore, StoreFront, Transaction
 
 __all__ = ["EventStore", "StoreFront", "Transaction", "connect", "redact"]
@@ -45,16 +45,32 @@ def url_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-async def connect(url: str, **options: Any) -> EventStore:
+async def connect(url: str, **options: Any) -> StoreFront:
     """Open the store at ``url``: ``memory://``, ``sqlite:///path`` or ``postgresql://...``.
 
     Options come from the URL's query string or as keywords (keywords win), e.g.
-    ``max_event_bytes``, ``synchronous`` (SQLite), ``schema`` and ``max_size`` (PostgreSQL).
+    ``max_event_bytes``, ``poll_interval`` (seconds between head polls of a live
+    reader that hears nothing, 1), ``synchronous`` (SQLite), ``schema`` and ``max_size``
+    (PostgreSQL). This opens the store alone; ``tidings.connect`` also attaches a notifier.
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"store URL must be a string, not {type(url).__name__}")
     scheme = urlsplit(url).scheme
     opts = url_options(url, options)
+    poll_interval = opts.pop("poll_interval", None)
+    store = await _open(scheme, url, opts)
+    if poll_interval is not None:
+        try:
+            store.poll_interval = float(poll_interval)
+        except (TypeError, ValueError, InvalidInput) as exc:
+            await store.close()
+            raise ConfigurationError(
+                f"poll_interval must be seconds > 0, not {poll_interval!r}"
+            ) from exc
+    return store
+
+
+async def _open(scheme: str, url: str, opts: dict[str, Any]) -> StoreFront:
     if scheme == "memory":
         from tidings.store.memory import MemoryStore
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Protocol, Self, TypeVar, runtime_checkable
 
 from tidings.codec import DEFAULT_MAX_EVENT_BYTES, PreparedAppend, encode_json, prepare_append
-from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, TidingsError
+from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, StoreUnavailable, TidingsError
 from tidings.events import (
     ANY,
     AppendResult,
@@ -29,8 +31,12 @@ from tidings.events import (
     StreamInfo,
 )
 from tidings.store.planner import Group
+from tidings.store.wake import HeadFeed, HeadWatch
 
 DEFAULT_PAGE_SIZE = 1000
+_RETRY_FIRST = 0.05
+_RETRY_MAX = 2.0
+log = logging.getLogger("tidings.store")
 T = TypeVar("T")
 C = TypeVar("C")
 
@@ -62,9 +68,18 @@ class EventStore(Protocol):
         ...
 
     def read_all(
-        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
+        self,
+        from_position: int = 0,
+        filter: Filter | None = None,
+        limit: int | None = None,
+        follow: bool = False,
     ) -> AsyncIterator[RecordedEvent]:
-        """Yield events of the global log with a position above ``from_position``."""
+        """Yield events of the global log with a position above ``from_position``;
+        with ``follow=True``, keep yielding new events as they commit."""
+        ...
+
+    async def wait_for(self, position: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
+        """Wait until the log reaches ``position``; return the head (TimeoutError at timeout)."""
         ...
 
     async def stream_version(self, stream: str) -> int | None:
@@ -139,6 +154,7 @@ class Transaction:
         if not self._group.appends:
             raise InvalidEvent("the transaction has no appends")
         self.results = await self._store._commit(self._group)
+        self._store._watch.committed(max(r.position for r in self.results))
         return self.results
 
     async def __aenter__(self) -> Self:
@@ -172,6 +188,51 @@ class StoreFront(abc.ABC):
         self.max_event_bytes = max_event_bytes
         self.page_size = page_size
         self._closed = False
+        self._watch = HeadWatch(self.head)
+
+    @property
+    def head_channel(self) -> str:
+        """The notifier channel on which this store's head travels between processes."""
+        digest = hashlib.sha1(self._identity().encode(), usedforsecurity=False).hexdigest()
+        return "tidings.heads." + digest[:20]
+
+    def _identity(self) -> str:
+        """What names this store's data, the same in every process that opens it."""
+        return f"{type(self).__name__}:{id(self):x}"
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between head polls while a follower hears nothing (default 1)."""
+        return self._watch.poll_interval
+
+    @poll_interval.setter
+    def poll_interval(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidInput(f"poll_interval must be a number of seconds > 0, not {value!r}")
+        self._watch.poll_interval = float(value)
+
+    async def attach_feed(self, feed: HeadFeed) -> None:
+        """Share head positions with other processes through ``feed`` (a notifier channel)."""
+        self._check_open()
+        await self._watch.attach(feed)
+
+    async def head(self) -> int:
+        """The last committed position, 0 when the store is empty."""
+        raise NotImplementedError  # every backend defines it
+
+    async def wait_for(self, position: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
+        """Wait until the log reaches ``position``; return the head.
+
+        Raises ``TimeoutError`` when ``timeout`` seconds pass first. Woken by local
+        commits and other nodes' notifications; polls every ``poll_interval`` otherwise.
+        """
+        self._check_open()
+        check_position(position, "position")
+        if self._watch.known >= position:
+            return self._watch.known
+        if await self._watch.poll() >= position:
+            return self._watch.known
+        return await self._watch.wait_beyond(position - 1, timeout)
 
     def _prepare(
         self, stream: str, events: Sequence[NewEvent], expected_version: Expected
@@ -192,7 +253,9 @@ class StoreFront(abc.ABC):
         with the same content.
         """
         group = Group([self._prepare(stream, events, expected_version)])
-        return (await self._commit(group))[0]
+        result = (await self._commit(group))[0]
+        self._watch.committed(result.position)
+        return result
 
     def transaction(self, audit: Audit | None = None) -> Transaction:
         """Start an atomic append to several streams, with one audit record."""
@@ -222,20 +285,54 @@ class StoreFront(abc.ABC):
                 yield event
 
     async def read_all(
-        self, from_position: int = 0, filter: Filter | None = None, limit: int | None = None
+        self,
+        from_position: int = 0,
+        filter: Filter | None = None,
+        limit: int | None = None,
+        follow: bool = False,
     ) -> AsyncIterator[RecordedEvent]:
-        """Yield events of the global log with a position above ``from_position``."""
+        """Yield events of the global log with a position above ``from_position``.
+
+        With ``follow=True`` the read never ends by itself: once caught up it waits
+        for new commits (woken by the notifier, or by polling every ``poll_interval``)
+        and yields them in position order, none skipped, none twice, riding out a lost
+        database connection.
+        """
         self._check_open()
         position = check_position(from_position, "from_position")
+        remaining = check_limit(limit)
         if filter is not None and filter.is_empty:
             filter = None
 
         async def fetch(after: int, size: int) -> list[RecordedEvent]:
             return await self._log_page(after, filter, size)
 
-        async for page in pages(fetch, position, next_position, self.page_size, limit):
-            for event in page:
-                yield event
+        if not follow:
+            async for page in pages(fetch, position, next_position, self.page_size, remaining):
+                for event in page:
+                    yield event
+            return
+        retry = _RETRY_FIRST
+        while remaining is None or remaining > 0:
+            floor = self._watch.known  # committed before this read began: it will see them all
+            try:
+                async for page in pages(fetch, position, next_position, self.page_size, remaining):
+                    for event in page:
+                        yield event
+                    if page:
+                        position = page[-1].position
+                        if remaining is not None:
+                            remaining -= len(page)
+                position = max(position, floor)
+                if remaining is not None and remaining <= 0:
+                    return
+                await self._watch.wait_beyond(position)
+                retry = _RETRY_FIRST
+            except StoreUnavailable as exc:
+                self._check_open()
+                log.warning("live read_all lost the store (%s); retrying in %.2f s", exc, retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, _RETRY_MAX)
 
     async def list_streams(
         self, prefix: str | None = None, after: str | None = None, limit: int | None = None

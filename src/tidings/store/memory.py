@@ -131,3 +131,4 @@ class MemoryStore(StoreFront):
     async def close(self) -> None:
         """Forget nothing (the data lives as long as the object); refuse further use."""
         self._closed = True
+        await self._watch.close()

@@ -139,6 +139,10 @@ class PostgresStore(StoreFront):
             max_event_bytes=options.get("max_event_bytes"),
         )
 
+    def _identity(self) -> str:
+        parts = urlsplit(self.url)
+        return f"postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}#{self.schema}"
+
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         error = StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}")
         error.__cause__ = exc
@@ -351,6 +355,7 @@ class PostgresStore(StoreFront):
         if self._closed:
             return
         self._closed = True
+        await self._watch.close()
         if self._inflight:
             await self._idle.wait()
         for task in self._writers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import queue
 import sqlite3
 import threading
@@ -354,11 +355,15 @@ class SQLiteStore(StoreFront):
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def _identity(self) -> str:
+        return "sqlite://" + os.path.realpath(self.path)
+
     async def close(self) -> None:
         """Let the writer finish every queued append, then close the file."""
         if self._closed:
             return
         self._closed = True
+        await self._watch.close()
         loop = asyncio.get_running_loop()
         if self._writer is not None:
             self._hand_over()  # appends still waiting for their turn go before the stop
