@@ -61,6 +61,7 @@ class HeadWatch:
         self._publisher: asyncio.Task[None] | None = None
         self._poll: asyncio.Future[int] | None = None
         self._hints = 0
+        self._publish_ok = True
         self._tasks = Supervisor()
 
     async def attach(self, feed: HeadFeed) -> None:
@@ -145,5 +146,9 @@ class HeadWatch:
                 self.published += 1
             except Exception as exc:
                 self.publish_failures += 1
-                log.warning("could not publish head %d: %s (readers will poll)", published, exc)
+                # Say it once per outage, not once per commit.
+                level = logging.WARNING if self._publish_ok else logging.DEBUG
+                log.log(level, "cannot publish head %d: %s (readers poll)", published, exc)
+                self._publish_ok = False
                 return
+            self._publish_ok = True
