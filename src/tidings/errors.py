@@ -7,7 +7,10 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     │   ├── InvalidEvent        bad events: names, types, data, sizes, empty batches
     │   ├── InvalidExpectedVersion
     │   ├── InvalidChannel      a notifier channel (or hub topic) no backend can carry
-    │   └── PayloadTooLarge     a notification over the backend's payload limit
+    │   ├── PayloadTooLarge     a notification over the backend's payload limit
+    │   ├── InvalidHubKey       a hub key that is not a tuple of 64-bit signed ints
+    │   ├── InvalidHubValue     a hub value with no exact JSON form
+    │   └── InvalidHubPayload   a hub payload that does not decode to a key and value
     ├── ConfigurationError      bad URL, unknown scheme, missing extra
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
     ├── DuplicateEventId        an event id already stored with different content
@@ -15,7 +18,9 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     ├── StoreClosed             the store was used after close()
     ├── NotifierUnavailable     the pub/sub server cannot be reached (URL without password)
     ├── NotifierClosed          the notifier was used after close()
-    └── SubscriptionOverflow    a subscription with overflow="disconnect" fell behind
+    ├── SubscriptionOverflow    a subscription with overflow="disconnect" fell behind
+    ├── MissingOutput           (also a KeyError) a batch function left an input out
+    └── BatcherClosed           a batcher was used after close()
 
 Driver errors are wrapped at the edge of each backend and kept as ``__cause__``.
 """
@@ -137,3 +142,33 @@ class SubscriptionOverflow(TidingsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.channels, self.maxsize))
+
+
+class InvalidHubKey(InvalidInput, TypeError):
+    """A hub event key that is not a tuple of ints in [-2**63, 2**63 - 1]; nothing published."""
+
+
+class InvalidHubValue(InvalidInput, TypeError):
+    """A hub event value with no exact JSON form (NaN, objects, non-str keys, huge ints)."""
+
+
+class InvalidHubPayload(InvalidInput):
+    """A hub payload that does not decode to a key and a value (a foreign or broken sender)."""
+
+
+class MissingOutput(TidingsError, KeyError):
+    """The batch function returned no output for ``input``; the callers that asked get this."""
+
+    def __init__(self, input: Any) -> None:
+        self.input = input
+        super().__init__(input)
+
+    def __str__(self) -> str:
+        return f"the batch function returned no output for {self.input!r}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.input,))
+
+
+class BatcherClosed(TidingsError, RuntimeError):
+    """A batcher was given work after ``close()``."""

@@ -384,7 +384,7 @@ class NotifierBase(abc.ABC):
 
     async def _detach(self, sub: Subscription, channels: Iterable[str]) -> None:
         gone = self._unlink(sub, channels)
-        if not sub.channels or sub._ended:
+        if sub._ended:  # one with no channels left still hears connection notices
             self._subscriptions.discard(sub)
         if gone and not self._closed:
             await self._unlisten(gone)
