@@ -16,7 +16,8 @@ from tidings.errors import (
     InvalidHubValue,
     InvalidInput,
 )
-from tidings.hub import INT64_MAX, INT64_MIN, Hub, HubEvent, decode_event, encode_event
+from tidings.hub import Hub, HubEvent
+from tidings.hub_codec import INT64_MAX, INT64_MIN, decode_event, encode_event
 from tidings.notify.memory import MemoryNotifier
 
 int64 = st.integers(min_value=INT64_MIN, max_value=INT64_MAX)
