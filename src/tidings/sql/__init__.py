@@ -52,9 +52,11 @@ def declared_schema(dialect: str, schema: str | None = None) -> str:
     return _fill(_files(dialect).joinpath("schema.sql").read_text("utf-8"), schema)
 
 
-def load_queries(dialect: str, schema: str | None = None) -> dict[str, str]:
-    """The dialect's named queries from ``queries.sql`` (``-- name: x`` headers)."""
-    text = _fill(_files(dialect).joinpath("queries.sql").read_text("utf-8"), schema)
+def load_queries(
+    dialect: str, schema: str | None = None, file: str = "queries.sql"
+) -> dict[str, str]:
+    """The dialect's named queries from ``file`` (``-- name: x`` headers)."""
+    text = _fill(_files(dialect).joinpath(file).read_text("utf-8"), schema)
     parts = _NAME.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
