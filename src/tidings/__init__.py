@@ -1,6 +1,6 @@
 """tidings: a durable event store with subscriptions, live fan-out and delivery.
 
-Open a store by URL and append and read events::
+Open a store by URL, append and read events, and follow the log live::
 
     store = await tidings.connect("sqlite:///events.db")
     async with store:
@@ -9,14 +9,26 @@ Open a store by URL and append and read events::
 
 from __future__ import annotations
 
+from tidings import notify
+from tidings.batcher import Batcher
 from tidings.errors import (
+    BatcherClosed,
     ConfigurationError,
     DuplicateEventId,
+    InvalidChannel,
     InvalidEvent,
     InvalidExpectedVersion,
+    InvalidHubKey,
+    InvalidHubPayload,
+    InvalidHubValue,
     InvalidInput,
+    MissingOutput,
+    NotifierClosed,
+    NotifierUnavailable,
+    PayloadTooLarge,
     StoreClosed,
     StoreUnavailable,
+    SubscriptionOverflow,
     TidingsError,
     WrongExpectedVersion,
 )
@@ -34,6 +46,9 @@ from tidings.events import (
     RecordedEvent,
     StreamInfo,
 )
+from tidings.hub import Consumer, Hub, HubEvent, HubStats
+from tidings.notify import Message, Notice, Notifier, Subscription
+from tidings.outbox import Outbox, Relay, RelayStats
 from tidings.store import EventStore, Transaction
 from tidings.wiring import connect
 
@@ -46,23 +61,46 @@ __all__ = [
     "AppendResult",
     "Audit",
     "AuditRecord",
+    "Batcher",
+    "BatcherClosed",
     "ConfigurationError",
+    "Consumer",
     "DuplicateEventId",
     "EventStore",
     "Expected",
     "ExpectedVersion",
     "Filter",
+    "Hub",
+    "HubEvent",
+    "HubStats",
+    "InvalidChannel",
     "InvalidEvent",
     "InvalidExpectedVersion",
+    "InvalidHubKey",
+    "InvalidHubPayload",
+    "InvalidHubValue",
     "InvalidInput",
+    "Message",
+    "MissingOutput",
     "NewEvent",
+    "Notice",
+    "Notifier",
+    "NotifierClosed",
+    "NotifierUnavailable",
+    "Outbox",
+    "PayloadTooLarge",
     "RecordedEvent",
+    "Relay",
+    "RelayStats",
     "StoreClosed",
     "StoreUnavailable",
     "StreamInfo",
+    "Subscription",
+    "SubscriptionOverflow",
     "TidingsError",
     "Transaction",
     "WrongExpectedVersion",
     "__version__",
     "connect",
+    "notify",
 ]

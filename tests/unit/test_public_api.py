@@ -30,6 +30,30 @@ EXPECTED = {
     "WrongExpectedVersion",
     "__version__",
     "connect",
+    # live fan-out
+    "notify",
+    "Notifier",
+    "Message",
+    "Notice",
+    "Subscription",
+    "Hub",
+    "HubEvent",
+    "HubStats",
+    "Consumer",
+    "Outbox",
+    "Relay",
+    "RelayStats",
+    "Batcher",
+    "InvalidChannel",
+    "PayloadTooLarge",
+    "NotifierUnavailable",
+    "NotifierClosed",
+    "SubscriptionOverflow",
+    "InvalidHubKey",
+    "InvalidHubValue",
+    "InvalidHubPayload",
+    "MissingOutput",
+    "BatcherClosed",
 }
 
 
@@ -54,5 +78,17 @@ def test_every_backend_satisfies_the_store_protocol() -> None:
             "list_streams",
             "audit",
             "close",
+            "wait_for",
         ):
+            assert callable(getattr(cls, name)), f"{cls.__name__} lacks {name}"
+
+
+def test_every_notifier_backend_satisfies_the_notifier_protocol() -> None:
+    from tidings.notify.memory import MemoryNotifier
+    from tidings.notify.nats import NatsNotifier
+    from tidings.notify.postgres import PostgresNotifier
+    from tidings.notify.redis import RedisNotifier
+
+    for cls in (MemoryNotifier, PostgresNotifier, RedisNotifier, NatsNotifier):
+        for name in ("publish", "subscribe", "close", "__aenter__", "__aexit__"):
             assert callable(getattr(cls, name)), f"{cls.__name__} lacks {name}"
