@@ -10,15 +10,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_readme_python_example_runs(tmp_path: Path) -> None:
+def test_the_readme_python_examples_run(tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     assert blocks, "the README has no python example"
     for block in blocks:
+        expected = re.findall(r"^# expect: (.*)$", block, re.MULTILINE)
+        assert expected, f"a README example says nothing of its output:\n{block[:200]}"
         result = subprocess.run(
             [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stderr
-        assert "order-42" in result.stdout
+        for line in expected:
+            assert line in result.stdout, result.stdout
 
 
 def test_the_quickstart_example_runs() -> None:
