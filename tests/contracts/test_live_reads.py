@@ -174,3 +174,20 @@ async def test_notify_must_be_a_url_a_notifier_or_none() -> None:
 async def test_poll_interval_must_be_positive() -> None:
     with pytest.raises(tidings.ConfigurationError):
         await tidings.connect("memory://", poll_interval=0)
+
+
+@pytest.mark.durable
+async def test_a_closing_writer_still_tells_other_nodes_of_its_last_commits(
+    store_url: str,
+) -> None:
+    bus = f"memory://close{uuid.uuid4().hex[:8]}"
+    follower = await tidings.connect(store_url, notify=bus, poll_interval=60)
+    try:
+        reader = asyncio.create_task(collect(follower, 20))
+        await asyncio.sleep(0.05)
+        writer = await tidings.connect(store_url, notify=bus)
+        await asyncio.gather(*(writer.append(f"order-{n}", [ev(n)]) for n in range(20)))
+        await writer.close()
+        assert len(await asyncio.wait_for(reader, 5)) == 20
+    finally:
+        await follower.close()

@@ -355,9 +355,9 @@ class PostgresStore(StoreFront):
         if self._closed:
             return
         self._closed = True
-        await self._watch.close()
         if self._inflight:
             await self._idle.wait()
+        await self._watch.close()  # after the last commits, so that their head goes out
         for task in self._writers:
             task.cancel()
         for task in self._writers:

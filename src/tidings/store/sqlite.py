@@ -363,12 +363,13 @@ class SQLiteStore(StoreFront):
         if self._closed:
             return
         self._closed = True
-        await self._watch.close()
         loop = asyncio.get_running_loop()
         if self._writer is not None:
             self._hand_over()  # appends still waiting for their turn go before the stop
             self._queue.put(None)
             await loop.run_in_executor(None, self._writer.join)
+            await asyncio.sleep(0)  # let the last appends' callers see their results
+        await self._watch.close()  # after the last commits, so that their head goes out
         for conn in [self._reader_conn, self._writer_conn]:
             if conn is not None:
                 conn.close()

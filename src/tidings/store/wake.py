@@ -11,6 +11,7 @@ when another node's head arrives. Waiters that hear nothing poll the database ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -20,6 +21,7 @@ from tidings.supervise import Supervisor
 log = logging.getLogger("tidings.store")
 
 DEFAULT_POLL_INTERVAL = 1.0
+_FINAL_PUBLISH_TIMEOUT = 1.0
 
 
 class HeadFeed(Protocol):
@@ -119,10 +121,14 @@ class HeadWatch:
         return self.known
 
     async def close(self) -> None:
-        """Stop following and publishing."""
+        """Publish the last head (waiting up to a second), then stop following."""
+        publisher = self._publisher
+        if publisher is not None and not publisher.done():
+            # Other processes should hear of the last commits now, not at their next poll.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(publisher), _FINAL_PUBLISH_TIMEOUT)
+            publisher.cancel()
         feed, self._feed = self._feed, None
-        if self._publisher is not None:
-            self._publisher.cancel()
         await self._tasks.stop()
         if feed is not None:
             await feed.close()
