@@ -34,7 +34,7 @@ test: $(STAMP) services check
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit tests/contracts -k memory
 
-## bench: benchmarks against eventsourcing (kept out of the test run)
+## bench: benchmarks against eventsourcing, notifier throughput, live-read latency (not in the test run)
 bench: $(STAMP) services
 	$(PY) bench/run.py
 

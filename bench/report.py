@@ -8,7 +8,10 @@ of medians, and whether the tidings median reaches the workload's goal.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,12 +128,7 @@ def render_table(rows: list[Row]) -> str:
                 mark,
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    ]
-    text.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    text = fixed_width(lines)
     text.append("")
     text.append("ev/s: median over runs (min-max). ratio: tidings median / eventsourcing median.")
     text.append("goal: for tidings' median. * = a run stopped at the time cap (--max-seconds).")
@@ -140,6 +138,27 @@ def render_table(rows: list[Row]) -> str:
         text.append("")
         text.extend(notes)
     return "\n".join(text)
+
+
+def fixed_width(lines: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells, the header first, as left-aligned columns with a rule under the header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    ]
+    text.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    return text
+
+
+def machine_info(load: float) -> dict[str, Any]:
+    """The machine, for the JSON output; ``load`` is the load average at the start."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_at_start": load,
+    }
 
 
 def _notes(rows: list[Row]) -> list[str]:

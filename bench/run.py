@@ -5,7 +5,7 @@ Usage::
     python bench/run.py [--backend sqlite|postgres|all] [--only tidings|eventsourcing]
                         [--runs N] [--quick] [--workload NAME ...] [--max-seconds S]
                         [--es-api recorder|application] [--pg-url URL]
-                        [--sqlite-dir DIR] [--output PATH]
+                        [--sqlite-dir DIR] [--output PATH] [--no-extras]
 
 For every backend and workload (see ``workloads.py``) each library runs in a child
 process (``measure.py``) on a scratch database made for it and removed afterwards: a
@@ -14,6 +14,11 @@ fresh SQLite file in a temporary directory, or a fresh PostgreSQL database named
 the libraries take turns run by run; ``read_all`` pre-loads one database per library and
 times ``--runs`` reads of it. The results are printed as a table and written as JSON to
 ``bench/results/latest.json``.
+
+Then, unless ``--no-extras``, it runs ``notify_throughput.py`` (each notifier beside its
+raw client library) and ``live_latency.py`` (writer-to-live-reader latency across
+processes) with the same ``--runs``/``--quick``, each printing its own table and
+writing its JSON next to ``latest.json``.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ BENCH = Path(__file__).resolve().parent
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCRATCH_PREFIX = "tidings_bench_"
 CHILD_TIMEOUT = 600.0  # seconds one measurement (child process) may take
+EXTRAS = ("notify_throughput.py", "live_latency.py")  # run after the tables, each alone
+EXTRAS_TIMEOUT = 1800.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,6 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sqlite-dir", default=tempfile.gettempdir(), help="where scratch SQLite files go"
     )
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "latest.json")
+    parser.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the notifier throughput and live-read latency benchmarks",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -343,6 +355,24 @@ def warn_if_busy(load: float) -> None:
         )
 
 
+def run_extras(args: argparse.Namespace) -> bool:
+    """Run the extra benchmarks (``EXTRAS``) as child processes; True if all succeeded."""
+    ok = True
+    for script in EXTRAS:
+        output = args.output.parent / (Path(script).stem + ".json")
+        command = [sys.executable, str(BENCH / script), "--runs", str(args.runs)]
+        command += ["--pg-url", args.pg_url, "--output", str(output)]
+        command += ["--quick"] if args.quick else []
+        print(f"\n== {script} ==\n", flush=True)
+        try:
+            status = subprocess.run(command, timeout=EXTRAS_TIMEOUT, check=False).returncode
+        except subprocess.TimeoutExpired:
+            print(f"{script} timed out after {EXTRAS_TIMEOUT:g} s", file=sys.stderr)
+            status = 1
+        ok = ok and status == 0
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     load = os.getloadavg()[0]
@@ -359,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.output, rows, meta)
     print(f"\nwrote {args.output} ({meta['total_seconds']:.0f} s in all)")
     failed = any(s.error for row in rows for s in row.series.values())
+    if not args.no_extras and not run_extras(args):
+        failed = True
     return 1 if failed else 0
 
 
