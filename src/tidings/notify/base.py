@@ -65,8 +65,13 @@ class Message(msgspec.Struct, frozen=True):
     notice: Notice | None = None
 
 
+_GOOD_CHANNELS: set[str] = set()  # names already checked: publish runs hot
+
+
 def check_channel(channel: object) -> str:
     """Validate a channel name: dot-separated words of letters, digits, ``_`` and ``-``."""
+    if type(channel) is str and channel in _GOOD_CHANNELS:
+        return channel
     if not isinstance(channel, str):
         raise InvalidChannel(f"a channel name must be a str, not {type(channel).__name__}")
     if len(channel) > MAX_CHANNEL_LENGTH or not _CHANNEL.match(channel):
@@ -74,11 +79,15 @@ def check_channel(channel: object) -> str:
             f"bad channel name {channel!r}: use up to {MAX_CHANNEL_LENGTH} characters of "
             "letters, digits, '_' and '-', in words joined by single dots"
         )
+    if type(channel) is str and len(_GOOD_CHANNELS) < 10_000:
+        _GOOD_CHANNELS.add(channel)
     return channel
 
 
 def check_payload(payload: object, limit: int, backend: str) -> bytes:
     """Validate a payload: bytes (or bytearray/memoryview) within ``limit`` bytes."""
+    if type(payload) is bytes and len(payload) <= limit:
+        return payload
     if isinstance(payload, (bytearray, memoryview)):
         payload = bytes(payload)
     if not isinstance(payload, bytes):
@@ -289,6 +298,8 @@ class NotifierBase(abc.ABC):
         self.delivered = 0
         self._channels: dict[str, set[Subscription]] = {}
         self._subscriptions: set[Subscription] = set()
+        # Channels whose first subscription is asking the server for them right now.
+        self._pending: dict[str, asyncio.Future[None]] = {}
         self._closed = False
 
     # -- public API ----------------------------------------------------------
@@ -374,13 +385,29 @@ class NotifierBase(abc.ABC):
         self._check_open()
         self._subscriptions.add(sub)
         new: list[str] = []
+        joined: list[str] = []
         for channel in channels:
             subs = self._channels.setdefault(channel, set())
-            if not subs:
-                new.append(channel)
+            (joined if subs else new).append(channel)
             subs.add(sub)
+        # A channel someone already wanted: wait until the server has it (its
+        # ``subscribe`` notice then reaches this subscription too), or say so at once.
+        waits = {self._pending[c] for c in joined if c in self._pending}
+        for channel in joined:
+            if channel not in self._pending and self._has(channel):
+                sub._offer(Message(channel, b"", Notice("subscribe", topic=channel)))
         if new:
-            await self._listen(new)
+            done = asyncio.get_running_loop().create_future()
+            self._pending.update(dict.fromkeys(new, done))
+            try:
+                await self._listen(new)
+            finally:
+                for channel in new:
+                    if self._pending.get(channel) is done:
+                        del self._pending[channel]
+                done.set_result(None)
+        if waits:
+            await asyncio.wait(waits)
 
     async def _detach(self, sub: Subscription, channels: Iterable[str]) -> None:
         gone = self._unlink(sub, channels)
@@ -413,6 +440,10 @@ class NotifierBase(abc.ABC):
             self._unlisten(channels), name=f"tidings.notify.{self.kind}.unlisten"
         )
         task.add_done_callback(_log_failure)
+
+    def _has(self, channel: str) -> bool:
+        """Whether the server delivers ``channel`` to this notifier right now."""
+        return True
 
     @abc.abstractmethod
     async def _send(self, channel: str, payload: bytes) -> None:

@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 
 import nats
+import nats.errors
 
 from tidings.notify.supervised import SupervisedNotifier
 
@@ -37,20 +38,35 @@ class NatsNotifier(SupervisedNotifier):
             if generation == self._generation:
                 self._connection_lost("the server closed the connection")
 
+        failures: list[Exception] = []
+
         async def error(exc: Exception) -> None:
-            if generation == self._generation:
+            if generation != self._generation:
+                return
+            if self._nc is None:
+                failures.append(exc)  # a failed attempt inside nats.connect, not a loss
+            else:
                 self._connection_lost(f"connection error: {exc!r}")
 
-        self._nc = await nats.connect(
-            servers=[self._dsn],
-            allow_reconnect=False,
-            connect_timeout=max(1, int(self.connect_timeout)),
-            ping_interval=max(1, int(self.keepalive)),
-            max_outstanding_pings=2,
-            disconnected_cb=lost,
-            closed_cb=lost,
-            error_cb=error,
-        )
+        try:
+            self._nc = await nats.connect(
+                servers=[self._dsn],
+                allow_reconnect=False,
+                # nats-py retries even so: bound it to a quick second try, then give up
+                # with the reason (not a bare timeout once connect_timeout runs out).
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                connect_timeout=max(1, int(self.connect_timeout)),
+                ping_interval=max(1, int(self.keepalive)),
+                max_outstanding_pings=2,
+                disconnected_cb=lost,
+                closed_cb=lost,
+                error_cb=error,
+            )
+        except nats.errors.NoServersError as exc:
+            if failures:
+                raise failures[-1] from exc
+            raise
         self.max_payload = int(self._nc.max_payload)
         self._subs = {}
 

@@ -83,7 +83,6 @@ class SupervisedNotifier(NotifierBase):
 
     def _came_up(self, action: str) -> None:
         self.connects += 1
-        self._lost = asyncio.Event()
         self._up.set()
         log.info("%s notifier %s: %s", self.kind, action, redact(self.url))
         self._announce(Notice(action))
@@ -120,6 +119,9 @@ class SupervisedNotifier(NotifierBase):
     async def _reconnect(self) -> None:
         delay = self.backoff
         while True:
+            # A fresh signal before each attempt: a loss reported while this attempt
+            # re-subscribes must not be mistaken for the old one and forgotten.
+            self._lost = asyncio.Event()
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await self._open()
@@ -137,6 +139,9 @@ class SupervisedNotifier(NotifierBase):
                 delay = min(delay * 2, self.backoff_max)
 
     # -- NotifierBase hooks ------------------------------------------------------
+
+    def _has(self, channel: str) -> bool:
+        return self._up.is_set() and channel in self._listened
 
     async def _listen(self, channels: list[str]) -> None:
         if not self._up.is_set():
