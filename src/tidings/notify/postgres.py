@@ -23,6 +23,7 @@ from tidings.notify.supervised import SupervisedNotifier
 
 PG_PAYLOAD_LIMIT = 7999  # NOTIFY payloads must be shorter than 8000 bytes
 _MARK = "\x01"
+_NOTIFY_ONE = "SELECT pg_notify($1, $2)"
 _NOTIFY_MANY = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)"
 
 
@@ -107,6 +108,10 @@ class PostgresNotifier(SupervisedNotifier):
         await self._sends.send(channel, payload)
 
     async def _send_batch(self, pairs: list[tuple[str, bytes]]) -> None:
+        if len(pairs) == 1:
+            channel, payload = pairs[0]
+            await self._sender.execute(_NOTIFY_ONE, channel, to_text(payload))
+            return
         channels = [channel for channel, _ in pairs]
         await self._sender.execute(_NOTIFY_MANY, channels, [to_text(p) for _, p in pairs])
 
