@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +12,7 @@ from uuid import UUID
 
 import msgspec
 
-from tidings.errors import InvalidExpectedVersion
+from tidings.errors import InvalidExpectedVersion, InvalidInput
 
 
 class ExpectedVersion(enum.Enum):
@@ -128,29 +129,54 @@ class AuditRecord(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True, init=False)
 class Filter:
-    """Which events of the global log to read: by category, stream prefix and type.
+    """Which events of the global log to read: by category, stream prefix, type, and a
+    regular expression the whole stream name must match (``stream_pattern``).
 
-    Each given criterion must match; an empty filter matches everything.
+    Each given criterion must match; an empty filter matches everything. Categories,
+    prefix and types are applied by the database; the pattern in Python.
     """
 
     categories: tuple[str, ...] | None
     stream_prefix: str | None
     types: tuple[str, ...] | None
+    stream_pattern: str | None
 
     def __init__(
         self,
         categories: Iterable[str] | None = None,
         stream_prefix: str | None = None,
         types: Iterable[str] | None = None,
+        stream_pattern: str | None = None,
     ) -> None:
         object.__setattr__(self, "categories", _names(categories, "categories"))
         object.__setattr__(self, "stream_prefix", stream_prefix or None)
         object.__setattr__(self, "types", _names(types, "types"))
+        object.__setattr__(self, "stream_pattern", stream_pattern or None)
+        object.__setattr__(self, "_regex", _compile(stream_pattern))
 
     @property
     def is_empty(self) -> bool:
         """True when the filter matches every event."""
-        return self.categories is None and self.stream_prefix is None and self.types is None
+        return (
+            self.categories is None
+            and self.stream_prefix is None
+            and self.types is None
+            and self.stream_pattern is None
+        )
+
+    @property
+    def database_part(self) -> Filter | None:
+        """The part a database applies (None when it is empty)."""
+        if self.categories is None and self.stream_prefix is None and self.types is None:
+            return None
+        if self.stream_pattern is None:
+            return self
+        return Filter(self.categories, self.stream_prefix, self.types)
+
+    def matches_stream(self, stream: str) -> bool:
+        """Whether ``stream`` matches the pattern (True without one)."""
+        regex: re.Pattern[str] | None = self._regex  # type: ignore[attr-defined]
+        return regex is None or regex.fullmatch(stream) is not None
 
     def matches(self, event: RecordedEvent) -> bool:
         """Whether ``event`` passes the filter."""
@@ -158,7 +184,22 @@ class Filter:
             return False
         if self.stream_prefix is not None and not event.stream.startswith(self.stream_prefix):
             return False
+        if not self.matches_stream(event.stream):
+            return False
         return self.types is None or event.type in self.types
+
+
+def _compile(pattern: str | None) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    if not isinstance(pattern, str):
+        raise TypeError(f"Filter stream_pattern must be a str, not {type(pattern).__name__}")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InvalidInput(
+            f"Filter stream_pattern {pattern!r} is not a regular expression: {exc}"
+        ) from exc
 
 
 def _names(values: Iterable[str] | None, what: str) -> tuple[str, ...] | None:

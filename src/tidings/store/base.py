@@ -301,34 +301,39 @@ class StoreFront(abc.ABC):
         self._check_open()
         position = check_position(from_position, "from_position")
         remaining = check_limit(limit)
-        if filter is not None and filter.is_empty:
-            filter = None
+        db_filter = None if filter is None else filter.database_part
+        pattern = filter if filter is not None and filter.stream_pattern else None
+        # With a stream pattern, pages hold rows the pattern may drop: count what is yielded.
+        page_limit = None if pattern is not None else remaining
 
         async def fetch(after: int, size: int) -> list[RecordedEvent]:
-            return await self._log_page(after, filter, size)
+            return await self._log_page(after, db_filter, size)
 
-        if not follow:
-            async for page in pages(fetch, position, next_position, self.page_size, remaining):
-                for event in page:
-                    yield event
-            return
         retry = _RETRY_FIRST
         while remaining is None or remaining > 0:
             floor = self._watch.known  # committed before this read began: it will see them all
             try:
-                async for page in pages(fetch, position, next_position, self.page_size, remaining):
+                async for page in pages(fetch, position, next_position, self.page_size, page_limit):
                     for event in page:
+                        if pattern is not None and not pattern.matches_stream(event.stream):
+                            continue
                         yield event
+                        if remaining is not None:
+                            remaining -= 1
+                            if remaining == 0:
+                                return
                     if page:
                         position = page[-1].position
-                        if remaining is not None:
-                            remaining -= len(page)
-                position = max(position, floor)
-                if remaining is not None and remaining <= 0:
+                        if page_limit is not None:
+                            page_limit -= len(page)
+                if not follow:
                     return
+                position = max(position, floor)
                 await self._watch.wait_beyond(position)
                 retry = _RETRY_FIRST
             except StoreUnavailable as exc:
+                if not follow:
+                    raise
                 self._check_open()
                 log.warning("live read_all lost the store (%s); retrying in %.2f s", exc, retry)
                 await asyncio.sleep(retry)

@@ -1,0 +1,37 @@
+-- Durable subscriptions: checkpoints and parked events (tables: 0002_subscriptions.sql).
+
+-- name: ensure
+INSERT INTO {schema}.subscriptions (name, position, state, updated)
+VALUES ($1, $2, 'idle', now())
+ON CONFLICT (name) DO NOTHING;
+
+-- name: load
+SELECT position FROM {schema}.subscriptions WHERE name = $1;
+
+-- name: advance
+UPDATE {schema}.subscriptions
+SET position = $3, state = 'running', last_error = NULL, updated = now()
+WHERE name = $1 AND position = $2;
+
+-- name: set_state
+UPDATE {schema}.subscriptions SET state = $2, last_error = $3, updated = now() WHERE name = $1;
+
+-- name: reset
+UPDATE {schema}.subscriptions SET position = $2, updated = now() WHERE name = $1;
+
+-- name: list
+SELECT s.name, s.position, s.state, s.last_error, s.updated,
+       (SELECT count(*) FROM {schema}.parked p WHERE p.subscription = s.name) AS parked
+FROM {schema}.subscriptions s ORDER BY s.name;
+
+-- name: park
+INSERT INTO {schema}.parked (subscription, position, event_id, stream, error, attempts, parked_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
+ON CONFLICT (subscription, position) DO NOTHING;
+
+-- name: parked
+SELECT position, event_id, stream, error, attempts, parked_at
+FROM {schema}.parked WHERE subscription = $1 ORDER BY position;
+
+-- name: unpark
+DELETE FROM {schema}.parked WHERE subscription = $1 AND position = $2;

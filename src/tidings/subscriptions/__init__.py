@@ -1,0 +1,85 @@
+"""Durable subscriptions: named readers of the log with checkpoints in the store's database.
+
+async def handler(events: list[tidings.RecordedEvent]) -> None: ...
+sub = tidings.subscribe(store, "billing", handler, filter=tidings.Filter(categories=["order"]))
+async with sub:          # or: await sub.run()
+    ...
+"""
+
+from __future__ import annotations
+
+from tidings.errors import InvalidInput
+from tidings.store.base import StoreFront
+from tidings.subscriptions.checkpoints import ParkedEvent, SubscriptionInfo, open_checkpoints
+from tidings.subscriptions.runner import Handler, Retry, Subscription, SubscriptionConflict
+
+__all__ = [
+    "ParkedEvent",
+    "Retry",
+    "Subscription",
+    "SubscriptionConflict",
+    "SubscriptionInfo",
+    "parked",
+    "replay_parked",
+    "reset_subscription",
+    "subscribe",
+    "subscriptions",
+]
+
+
+def subscribe(store: StoreFront, name: str, handler: Handler, **options: object) -> Subscription:
+    """A durable subscription ``name`` on ``store`` (see ``Subscription`` for the options)."""
+    return Subscription(store, name, handler, **options)  # type: ignore[arg-type]
+
+
+async def subscriptions(store: StoreFront) -> list[SubscriptionInfo]:
+    """Every subscription of ``store``: checkpoint, head, lag, state, last error, parked."""
+    checkpoints = open_checkpoints(store)
+    try:
+        rows = await checkpoints.rows()
+    finally:
+        await checkpoints.close()
+    head = await store.head()
+    return [
+        SubscriptionInfo(name, position, head, max(0, head - position), state, error, at, count)
+        for name, position, state, error, at, count in rows
+    ]
+
+
+async def reset_subscription(store: StoreFront, name: str, position: int = 0) -> None:
+    """Move the checkpoint of ``name`` to ``position`` (a running runner follows it)."""
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise InvalidInput(f"position must be an int >= 0, not {position!r}")
+    checkpoints = open_checkpoints(store)
+    try:
+        if not await checkpoints.reset(name, position):
+            raise InvalidInput(f"there is no subscription named {name!r}")
+    finally:
+        await checkpoints.close()
+
+
+async def parked(store: StoreFront, name: str) -> list[ParkedEvent]:
+    """The events subscription ``name`` parked, in log order."""
+    checkpoints = open_checkpoints(store)
+    try:
+        return await checkpoints.parked(name)
+    finally:
+        await checkpoints.close()
+
+
+async def replay_parked(store: StoreFront, name: str, handler: Handler) -> int:
+    """Hand each parked event of ``name`` to ``handler`` again, in log order, forgetting
+    those it takes; the checkpoint does not move. Returns how many were handled; stops
+    at the first that fails again (raising its error)."""
+    checkpoints = open_checkpoints(store)
+    done = 0
+    try:
+        for item in await checkpoints.parked(name):
+            events = [e async for e in store.read_all(item.position - 1, limit=1)]
+            if events and events[0].id == item.event_id:
+                await handler(events)
+            await checkpoints.unpark(name, item.position)
+            done += 1
+    finally:
+        await checkpoints.close()
+    return done

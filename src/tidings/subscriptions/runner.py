@@ -1,0 +1,303 @@
+"""A durable subscription: catch up in batches, follow live, move the checkpoint after.
+
+The runner reads the log from its checkpoint with ``read_all(follow=True)`` (woken
+by the notifier, polling as the fallback), hands batches to the handler and moves
+the checkpoint past a batch only once the handler has returned, by compare-and-set.
+A handler cancelled, a process stopped or killed mid-batch leaves the checkpoint
+before that batch, which is delivered again: at least once. A handler that takes a
+second argument gets the checkpoint's own transaction to write in: its writes and the
+checkpoint move commit together, so they happen exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import msgspec
+
+from tidings.errors import InvalidInput, TidingsError
+from tidings.events import Filter, RecordedEvent
+from tidings.store.base import StoreFront
+from tidings.subscriptions.checkpoints import Checkpoints, open_checkpoints
+
+log = logging.getLogger("tidings.subscriptions")
+
+Handler = Callable[..., Awaitable[object]]
+Start = Literal["beginning", "end"] | int
+
+
+class Retry(msgspec.Struct, frozen=True):
+    """What to do when the handler raises: retry ``attempts`` times with exponential
+    backoff from ``backoff`` seconds (capped at ``backoff_max``), then ``block`` (keep
+    retrying, the subscription halted with its error visible) or ``park`` (set the
+    failing event aside, once, and go on)."""
+
+    attempts: int = 5
+    backoff: float = 0.5
+    then: Literal["block", "park"] = "block"
+    backoff_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise InvalidInput(f"Retry attempts must be an int, not {self.attempts!r}")
+        if self.attempts < 1 or self.backoff < 0 or self.backoff_max < self.backoff:
+            raise InvalidInput("Retry needs attempts >= 1 and 0 <= backoff <= backoff_max")
+        if self.then not in ("block", "park"):
+            raise InvalidInput(f'Retry then must be "block" or "park", not {self.then!r}')
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        return float(min(self.backoff_max, self.backoff * 2 ** (attempt - 1)))
+
+
+class SubscriptionConflict(TidingsError):
+    """The checkpoint moved under the runner (a reset, or another runner)."""
+
+
+class _Stop(Exception):
+    """Raised inside the runner when it is asked to stop while waiting to retry."""
+
+
+class Subscription:
+    """A named, durable reader of the log that calls ``handler`` with batches of events.
+
+    ``start`` (``"beginning"``, ``"end"`` or a position) is used only when the
+    subscription is first created; afterwards it resumes from its checkpoint.
+    """
+
+    def __init__(
+        self,
+        store: StoreFront,
+        name: str,
+        handler: Handler,
+        *,
+        filter: Filter | None = None,
+        start: Start = "beginning",
+        batch_size: int = 100,
+        batch_timeout: float = 0.05,
+        on_error: Retry | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise InvalidInput(f"a subscription name is a str of 1 to 200 characters: {name!r}")
+        if not callable(handler):
+            raise InvalidInput("the handler must be an async callable")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"batch_size must be an int >= 1, not {batch_size!r}")
+        if not (isinstance(start, int) and start >= 0) and start not in ("beginning", "end"):
+            raise InvalidInput(f'start must be "beginning", "end" or a position, not {start!r}')
+        if filter is not None and not isinstance(filter, Filter):
+            raise InvalidInput(f"filter must be a tidings.Filter, not {type(filter).__name__}")
+        self.store = store
+        self.name = name
+        self.handler = handler
+        self.filter = filter
+        self.start = start
+        self.batch_size = batch_size
+        self.batch_timeout = float(batch_timeout)
+        self.on_error = on_error or Retry()
+        self.position: int | None = None
+        self.handled = 0
+        self.state = "idle"
+        self.last_error: str | None = None
+        self._transactional = _takes_transaction(handler)
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until ``stop()`` (or cancellation); raises only what cannot be retried."""
+        checkpoints = open_checkpoints(self.store)
+        try:
+            self.position = await checkpoints.ensure(self.name, await self._start_position())
+            await checkpoints.set_state(self.name, "running", None)
+            self.state = "running"
+            while not self._stopping.is_set():
+                try:
+                    await self._follow(checkpoints)
+                except _Stop:
+                    break
+                except SubscriptionConflict:
+                    moved = await checkpoints.load(self.name)
+                    log.info("subscription %s: checkpoint moved to %s", self.name, moved)
+                    self.position = moved if moved is not None else 0
+        finally:
+            self.state = "stopped"
+            with contextlib.suppress(Exception):
+                await checkpoints.set_state(self.name, "stopped", self.last_error)
+            await checkpoints.close()
+
+    async def start_background(self) -> None:
+        """Run in a named background task (``async with`` does this)."""
+        self._task = asyncio.get_running_loop().create_task(
+            self.run(), name=f"tidings.subscription.{self.name}"
+        )
+
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop after the batch in hand (cancelled after ``timeout``: its checkpoint stays)."""
+        self._stopping.set()
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> Self:
+        await self.start_background()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def _start_position(self) -> int:
+        if self.start == "beginning":
+            return 0
+        if self.start == "end":
+            return await self.store.head()
+        return int(self.start)
+
+    async def _follow(self, checkpoints: Checkpoints) -> None:
+        assert self.position is not None
+        queue: asyncio.Queue[RecordedEvent] = asyncio.Queue(maxsize=self.batch_size * 4)
+
+        async def read() -> None:
+            async for event in self.store.read_all(self.position or 0, self.filter, follow=True):
+                await queue.put(event)
+
+        reader = asyncio.get_running_loop().create_task(
+            read(), name=f"tidings.subscription.{self.name}.reader"
+        )
+        stopping = asyncio.get_running_loop().create_task(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                first = asyncio.get_running_loop().create_task(queue.get())
+                done, _ = await asyncio.wait(
+                    {first, stopping, reader}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if first not in done:
+                    first.cancel()
+                    if reader in done:
+                        reader.result()  # a reader that died raises here
+                    return
+                batch = [first.result()]
+                await self._fill(queue, batch)
+                await self._handle(checkpoints, batch)
+        finally:
+            reader.cancel()
+            stopping.cancel()
+            await asyncio.gather(reader, stopping, return_exceptions=True)
+
+    async def _fill(self, queue: asyncio.Queue[RecordedEvent], batch: list[RecordedEvent]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch_timeout
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            try:
+                async with asyncio.timeout(left):
+                    batch.append(await queue.get())
+            except TimeoutError:
+                return
+
+    async def _handle(self, checkpoints: Checkpoints, batch: list[RecordedEvent]) -> None:
+        """Deliver a batch, under the error policy, and move the checkpoint past it."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._deliver(checkpoints, batch)
+                if self.state != "running":
+                    self.state, self.last_error = "running", None
+                return
+            except (SubscriptionConflict, _Stop):
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "subscription %s: handler failed at %d (attempt %d): %s",
+                    self.name,
+                    batch[0].position,
+                    attempt,
+                    self.last_error,
+                )
+                if attempt >= self.on_error.attempts:
+                    if self.on_error.then == "park":
+                        await self._park_through(checkpoints, batch)
+                        return
+                    if self.state != "blocked":
+                        self.state = "blocked"
+                        await checkpoints.set_state(self.name, "blocked", self.last_error)
+                await self._pause(self.on_error.delay(min(attempt, 30)))
+
+    async def _park_through(self, checkpoints: Checkpoints, batch: list[RecordedEvent]) -> None:
+        """Deliver a failing batch event by event; park each event that still fails."""
+        for event in batch:
+            for attempt in range(1, self.on_error.attempts + 1):
+                try:
+                    await self._deliver(checkpoints, [event])
+                    break
+                except (SubscriptionConflict, _Stop):
+                    raise
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    if attempt == self.on_error.attempts or len(batch) == 1:
+                        await checkpoints.park(self.name, event, error, attempt)
+                        log.warning(
+                            "subscription %s parked %d: %s", self.name, event.position, error
+                        )
+                        await self._move(checkpoints, event.position, None)
+                        break
+                    await self._pause(self.on_error.delay(attempt))
+
+    async def _deliver(self, checkpoints: Checkpoints, batch: list[RecordedEvent]) -> None:
+        if self._transactional:
+            await self._move(checkpoints, batch[-1].position, lambda tx: self.handler(batch, tx))
+        else:
+            await self.handler(batch)
+            await self._move(checkpoints, batch[-1].position, None)
+        self.handled += len(batch)
+
+    async def _move(self, checkpoints: Checkpoints, to: int, work: Any) -> None:
+        assert self.position is not None
+        if not await checkpoints.advance(self.name, self.position, to, work):
+            raise SubscriptionConflict(f"the checkpoint of {self.name} moved")
+        self.position = to
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        if self._stopping.is_set():
+            raise _Stop  # leave the batch for the next run
+
+
+def _takes_transaction(handler: Handler) -> bool:
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2
