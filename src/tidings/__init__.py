@@ -10,6 +10,7 @@ Open a store by URL, append and read events, and follow the log live::
 from __future__ import annotations
 
 from tidings import notify
+from tidings.aggregates import Fold, Projected
 from tidings.batcher import Batcher
 from tidings.errors import (
     BatcherClosed,
@@ -26,6 +27,7 @@ from tidings.errors import (
     NotifierClosed,
     NotifierUnavailable,
     PayloadTooLarge,
+    SnapshotError,
     StoreClosed,
     StoreUnavailable,
     SubscriptionOverflow,
@@ -47,9 +49,10 @@ from tidings.events import (
     StreamInfo,
 )
 from tidings.hub import Consumer, Hub, HubEvent, HubStats
-from tidings.notify import Message, Notice, Notifier, Subscription
+from tidings.notify import Message, Notice, Notifier
 from tidings.outbox import Outbox, Relay, RelayStats
 from tidings.store import EventStore, Transaction
+from tidings.subscriptions import ParkedEvent, Retry, Subscription, SubscriptionInfo
 from tidings.wiring import connect
 
 __version__ = "0.1.0.dev0"
@@ -70,6 +73,7 @@ __all__ = [
     "Expected",
     "ExpectedVersion",
     "Filter",
+    "Fold",
     "Hub",
     "HubEvent",
     "HubStats",
@@ -88,14 +92,19 @@ __all__ = [
     "NotifierClosed",
     "NotifierUnavailable",
     "Outbox",
+    "ParkedEvent",
     "PayloadTooLarge",
+    "Projected",
     "RecordedEvent",
     "Relay",
     "RelayStats",
+    "Retry",
+    "SnapshotError",
     "StoreClosed",
     "StoreUnavailable",
     "StreamInfo",
     "Subscription",
+    "SubscriptionInfo",
     "SubscriptionOverflow",
     "TidingsError",
     "Transaction",

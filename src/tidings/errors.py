@@ -20,7 +20,8 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     ├── NotifierClosed          the notifier was used after close()
     ├── SubscriptionOverflow    a subscription with overflow="disconnect" fell behind
     ├── MissingOutput           (also a KeyError) a batch function left an input out
-    └── BatcherClosed           a batcher was used after close()
+    ├── BatcherClosed           a batcher was used after close()
+    └── SnapshotError           a projection state with no JSON form, or a stale snapshot
 
 Driver errors are wrapped at the edge of each backend and kept as ``__cause__``.
 """
@@ -172,3 +173,19 @@ class MissingOutput(TidingsError, KeyError):
 
 class BatcherClosed(TidingsError, RuntimeError):
     """A batcher was given work after ``close()``."""
+
+
+class SnapshotError(TidingsError):
+    """A projection's state has no JSON form, or a stored snapshot no longer restores.
+
+    A snapshot that no longer fits the projection's code means the code changed without
+    its ``version`` changing: bump ``version`` and old snapshots are ignored.
+    """
+
+    def __init__(self, projection: str, detail: str) -> None:
+        self.projection = projection
+        self.detail = detail
+        super().__init__(f"projection {projection!r}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.projection, self.detail))

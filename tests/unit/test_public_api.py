@@ -35,7 +35,6 @@ EXPECTED = {
     "Notifier",
     "Message",
     "Notice",
-    "Subscription",
     "Hub",
     "HubEvent",
     "HubStats",
@@ -54,6 +53,14 @@ EXPECTED = {
     "InvalidHubPayload",
     "MissingOutput",
     "BatcherClosed",
+    # subscriptions, projections, aggregates
+    "Subscription",
+    "SubscriptionInfo",
+    "ParkedEvent",
+    "Retry",
+    "Fold",
+    "Projected",
+    "SnapshotError",
 }
 
 
@@ -79,6 +86,11 @@ def test_every_backend_satisfies_the_store_protocol() -> None:
             "audit",
             "close",
             "wait_for",
+            "subscribe",
+            "subscriptions",
+            "reset_subscription",
+            "project",
+            "execute",
         ):
             assert callable(getattr(cls, name)), f"{cls.__name__} lacks {name}"
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from tidings.codec import DEFAULT_MAX_EVENT_BYTES, PreparedAppend, encode_json, prepare_append
 from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, StoreUnavailable, TidingsError
@@ -30,8 +30,14 @@ from tidings.events import (
     RecordedEvent,
     StreamInfo,
 )
+from tidings.store.features import feature
 from tidings.store.planner import Group
 from tidings.store.wake import HeadFeed, HeadWatch
+
+if TYPE_CHECKING:  # annotations only: these layers sit above the store
+    from tidings.aggregates import Projected
+    from tidings.subscriptions import Subscription, SubscriptionInfo
+    from tidings.subscriptions.runner import Handler
 
 DEFAULT_PAGE_SIZE = 1000
 _RETRY_FIRST = 0.05
@@ -219,6 +225,38 @@ class StoreFront(abc.ABC):
     async def head(self) -> int:
         """The last committed position, 0 when the store is empty."""
         raise NotImplementedError  # every backend defines it
+
+    # -- methods built in higher layers (see features.py) -----------------------------
+
+    def subscribe(self, name: str, handler: Handler, **options: Any) -> Subscription:
+        """A durable subscription ``name`` calling ``handler`` with batches of events
+        (``tidings.subscriptions.Subscription`` lists the options)."""
+        subscription: Subscription = feature("subscribe")(self, name, handler, **options)
+        return subscription
+
+    async def subscriptions(self) -> list[SubscriptionInfo]:
+        """Every durable subscription: checkpoint, head, lag, state, last error."""
+        found: list[SubscriptionInfo] = await feature("subscriptions")(self)
+        return found
+
+    async def reset_subscription(self, name: str, position: int = 0) -> None:
+        """Move a subscription's checkpoint to ``position``."""
+        await feature("reset_subscription")(self, name, position)
+
+    async def project(self, stream: str, projection: Any, **options: Any) -> Projected[Any]:
+        """Fold ``stream`` into ``projection``'s state (with snapshots if asked)."""
+        projected: Projected[Any] = await feature("project")(self, stream, projection, **options)
+        return projected
+
+    async def execute(
+        self, stream: str, command: Any, aggregate: Any, **options: Any
+    ) -> AppendResult | None:
+        """Load ``stream``, decide with ``command``, append at the loaded version; on a
+        conflict reload and retry."""
+        result: AppendResult | None = await feature("execute")(
+            self, stream, command, aggregate, **options
+        )
+        return result
 
     async def wait_for(self, position: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
         """Wait until the log reaches ``position``; return the head.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from tidings.errors import InvalidInput
 from tidings.store.base import StoreFront
+from tidings.store.features import provide
 from tidings.subscriptions.checkpoints import ParkedEvent, SubscriptionInfo, open_checkpoints
 from tidings.subscriptions.runner import Handler, Retry, Subscription, SubscriptionConflict
 
@@ -25,6 +26,12 @@ __all__ = [
     "subscribe",
     "subscriptions",
 ]
+
+
+def _register() -> None:
+    provide("subscribe", subscribe)
+    provide("subscriptions", subscriptions)
+    provide("reset_subscription", reset_subscription)
 
 
 def subscribe(store: StoreFront, name: str, handler: Handler, **options: object) -> Subscription:
@@ -83,3 +90,6 @@ async def replay_parked(store: StoreFront, name: str, handler: Handler) -> int:
     finally:
         await checkpoints.close()
     return done
+
+
+_register()

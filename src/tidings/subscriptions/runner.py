@@ -248,8 +248,8 @@ class Subscription:
                         await self._park_through(checkpoints, batch)
                         return
                     if self.state != "blocked":
-                        self.state = "blocked"
                         await checkpoints.set_state(self.name, "blocked", self.last_error)
+                        self.state = "blocked"  # once it is visible to others too
                 await self._pause(self.on_error.delay(min(attempt, 30)))
 
     async def _park_through(self, checkpoints: Checkpoints, batch: list[RecordedEvent]) -> None:
