@@ -15,7 +15,7 @@ the libraries take turns run by run; ``read_all`` pre-loads one database per lib
 times ``--runs`` reads of it. The results are printed as a table and written as JSON to
 ``bench/results/latest.json``.
 
-Then, unless ``--no-extras``, it runs ``notify_throughput.py`` (each notifier beside its
+Then, unless ``--no-extras``, it runs ``subscriptions.py`` (catch-up and live delay), ``notify_throughput.py`` (each notifier beside its
 raw client library) and ``live_latency.py`` (writer-to-live-reader latency across
 processes) with the same ``--runs``/``--quick``, each printing its own table and
 writing its JSON next to ``latest.json``.
@@ -59,7 +59,11 @@ BENCH = Path(__file__).resolve().parent
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCRATCH_PREFIX = "tidings_bench_"
 CHILD_TIMEOUT = 600.0  # seconds one measurement (child process) may take
-EXTRAS = ("notify_throughput.py", "live_latency.py")  # run after the tables, each alone
+EXTRAS = (
+    "notify_throughput.py",
+    "live_latency.py",
+    "subscriptions.py",
+)  # run after the tables, each alone
 EXTRAS_TIMEOUT = 1800.0
 
 
