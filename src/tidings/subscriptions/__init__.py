@@ -4,6 +4,10 @@ async def handler(events: list[tidings.RecordedEvent]) -> None: ...
 sub = tidings.subscribe(store, "billing", handler, filter=tidings.Filter(categories=["order"]))
 async with sub:          # or: await sub.run()
     ...
+
+A consumer group: run the same subscription in several processes, each with its own
+``member`` id; the streams are split between the live members (see ``groups``):
+sub = tidings.subscribe(store, "billing", handler, member="node-1", partitions=16)
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from tidings.errors import InvalidInput
 from tidings.store.base import StoreFront
 from tidings.store.features import provide
 from tidings.subscriptions.checkpoints import ParkedEvent, SubscriptionInfo, open_checkpoints
+from tidings.subscriptions.groupstore import open_groups, supports_groups
 from tidings.subscriptions.runner import Handler, Retry, Subscription, SubscriptionConflict
 
 __all__ = [
@@ -48,8 +53,10 @@ async def subscriptions(store: StoreFront) -> list[SubscriptionInfo]:
         await checkpoints.close()
     head = await store.head()
     return [
-        SubscriptionInfo(name, position, head, max(0, head - position), state, error, at, count)
-        for name, position, state, error, at, count in rows
+        SubscriptionInfo(
+            name, position, head, max(0, head - position), state, error, at, count, members, parts
+        )
+        for name, position, state, error, at, count, members, parts in rows
     ]
 
 
@@ -63,6 +70,12 @@ async def reset_subscription(store: StoreFront, name: str, position: int = 0) ->
             raise InvalidInput(f"there is no subscription named {name!r}")
     finally:
         await checkpoints.close()
+    if supports_groups(store):  # a consumer group: every partition's checkpoint
+        groups = open_groups(store)
+        try:
+            await groups.reset(name, position)
+        finally:
+            await groups.close()
 
 
 async def parked(store: StoreFront, name: str) -> list[ParkedEvent]:

@@ -37,6 +37,10 @@ class SubscriptionInfo(msgspec.Struct, frozen=True):
     last_error: str | None
     updated: datetime
     parked: int
+    members: int = 0
+    """Consumer group members with a live row (0 for a single runner)."""
+    partitions: int = 0
+    """The group's partition count (0 for a single runner)."""
 
 
 class ParkedEvent(msgspec.Struct, frozen=True):
@@ -50,7 +54,7 @@ class ParkedEvent(msgspec.Struct, frozen=True):
     parked_at: datetime
 
 
-Row = tuple[str, int, str, str | None, datetime, int]
+Row = tuple[str, int, str, str | None, datetime, int, int, int]
 
 
 class Checkpoints(Protocol):
@@ -78,7 +82,8 @@ class Checkpoints(Protocol):
         ...
 
     async def rows(self) -> list[Row]:
-        """Every subscription: name, position, state, last error, updated, parked count."""
+        """Every subscription: name, position, state, last error, updated, parked count,
+        group members and partitions (0 and 0 for a single runner)."""
         ...
 
     async def park(self, name: str, event: RecordedEvent, error: str, attempts: int) -> None:
@@ -240,7 +245,7 @@ class SQLiteCheckpoints:
     async def rows(self) -> list[Row]:  # noqa: D102
         async with self._lock:
             found = self._conn.execute(self._q["list"]).fetchall()
-        return [(n, p, s, e, _from_ms(u), c) for n, p, s, e, u, c in found]
+        return [(n, p, s, e, _from_ms(u), c, m, g) for n, p, s, e, u, c, m, g in found]
 
     async def park(self, name: str, event: RecordedEvent, error: str, attempts: int) -> None:  # noqa: D102
         await self._run(
@@ -308,7 +313,7 @@ class MemoryCheckpoints:
 
     async def rows(self) -> list[Row]:  # noqa: D102
         return [
-            (n, r[0], r[1], r[2], r[3], len(self._parked.get(n, {})))
+            (n, r[0], r[1], r[2], r[3], len(self._parked.get(n, {})), 0, 0)
             for n, r in sorted(self._subs.items())
         ]
 

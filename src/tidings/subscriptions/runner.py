@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -24,12 +25,16 @@ import msgspec
 from tidings.errors import InvalidInput, TidingsError
 from tidings.events import Filter, RecordedEvent
 from tidings.store.base import StoreFront
-from tidings.subscriptions.checkpoints import Checkpoints, open_checkpoints
+from tidings.subscriptions.checkpoints import Checkpoints, Work, open_checkpoints
+from tidings.subscriptions.groupstore import supports_groups
 
 log = logging.getLogger("tidings.subscriptions")
 
 Handler = Callable[..., Awaitable[object]]
 Start = Literal["beginning", "end"] | int
+Mover = Callable[[int, Work | None], Awaitable[None]]
+"""Moves a checkpoint to a position (with a handler's work in its transaction); raises
+``SubscriptionConflict`` when it may not."""
 
 
 class Retry(msgspec.Struct, frozen=True):
@@ -69,6 +74,11 @@ class Subscription:
 
     ``start`` (``"beginning"``, ``"end"`` or a position) is used only when the
     subscription is first created; afterwards it resumes from its checkpoint.
+
+    With ``member`` (an id unique in the group) it runs as one member of a consumer
+    group: the work is split by stream into ``partitions`` (fixed when the group is
+    first created), which live members share through leases of ``lease_ttl`` seconds
+    (see ``tidings.subscriptions.groups``).
     """
 
     def __init__(
@@ -82,6 +92,9 @@ class Subscription:
         batch_size: int = 100,
         batch_timeout: float = 0.05,
         on_error: Retry | None = None,
+        member: str | None = None,
+        partitions: int = 16,
+        lease_ttl: float = 5.0,
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise InvalidInput(f"a subscription name is a str of 1 to 200 characters: {name!r}")
@@ -93,6 +106,9 @@ class Subscription:
             raise InvalidInput(f'start must be "beginning", "end" or a position, not {start!r}')
         if filter is not None and not isinstance(filter, Filter):
             raise InvalidInput(f"filter must be a tidings.Filter, not {type(filter).__name__}")
+        _check_group(member, partitions, lease_ttl)
+        if member is not None and not supports_groups(store):
+            raise InvalidInput("consumer groups need a SQLite or PostgreSQL store")
         self.store = store
         self.name = name
         self.handler = handler
@@ -101,6 +117,11 @@ class Subscription:
         self.batch_size = batch_size
         self.batch_timeout = float(batch_timeout)
         self.on_error = on_error or Retry()
+        self.member = member
+        self.partitions = partitions
+        self.lease_ttl = float(lease_ttl)
+        self.owned: dict[int, int] = {}
+        """A group member's partitions (partition -> checkpoint); empty otherwise."""
         self.position: int | None = None
         self.handled = 0
         self.state = "idle"
@@ -115,9 +136,16 @@ class Subscription:
         """Run until ``stop()`` (or cancellation); raises only what cannot be retried."""
         checkpoints = open_checkpoints(self.store)
         try:
-            self.position = await checkpoints.ensure(self.name, await self._start_position())
+            start = await checkpoints.ensure(self.name, await self._start_position())
             await checkpoints.set_state(self.name, "running", None)
             self.state = "running"
+            if self.member is not None:
+                # groups builds on this module: imported here, when a member runs
+                from tidings.subscriptions.groups import GroupMember
+
+                await GroupMember(self, checkpoints, start).run()
+                return
+            self.position = start
             while not self._stopping.is_set():
                 try:
                     await self._follow(checkpoints)
@@ -130,7 +158,8 @@ class Subscription:
         finally:
             self.state = "stopped"
             with contextlib.suppress(Exception):
-                await checkpoints.set_state(self.name, "stopped", self.last_error)
+                if self.member is None:  # a group runs on while other members do
+                    await checkpoints.set_state(self.name, "stopped", self.last_error)
             await checkpoints.close()
 
     async def start_background(self) -> None:
@@ -222,13 +251,17 @@ class Subscription:
             except TimeoutError:
                 return
 
-    async def _handle(self, checkpoints: Checkpoints, batch: list[RecordedEvent]) -> None:
-        """Deliver a batch, under the error policy, and move the checkpoint past it."""
+    async def _handle(
+        self, checkpoints: Checkpoints, batch: list[RecordedEvent], move: Mover | None = None
+    ) -> None:
+        """Deliver a batch, under the error policy, and move the checkpoint past it (with
+        ``move``; by default the subscription's own checkpoint)."""
+        move = move or partial(self._move, checkpoints)
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._deliver(checkpoints, batch)
+                await self._deliver(move, batch)
                 if self.state != "running":
                     self.state, self.last_error = "running", None
                 return
@@ -245,19 +278,21 @@ class Subscription:
                 )
                 if attempt >= self.on_error.attempts:
                     if self.on_error.then == "park":
-                        await self._park_through(checkpoints, batch)
+                        await self._park_through(checkpoints, batch, move)
                         return
                     if self.state != "blocked":
                         await checkpoints.set_state(self.name, "blocked", self.last_error)
                         self.state = "blocked"  # once it is visible to others too
                 await self._pause(self.on_error.delay(min(attempt, 30)))
 
-    async def _park_through(self, checkpoints: Checkpoints, batch: list[RecordedEvent]) -> None:
+    async def _park_through(
+        self, checkpoints: Checkpoints, batch: list[RecordedEvent], move: Mover
+    ) -> None:
         """Deliver a failing batch event by event; park each event that still fails."""
         for event in batch:
             for attempt in range(1, self.on_error.attempts + 1):
                 try:
-                    await self._deliver(checkpoints, [event])
+                    await self._deliver(move, [event])
                     break
                 except (SubscriptionConflict, _Stop):
                     raise
@@ -268,16 +303,16 @@ class Subscription:
                         log.warning(
                             "subscription %s parked %d: %s", self.name, event.position, error
                         )
-                        await self._move(checkpoints, event.position, None)
+                        await move(event.position, None)
                         break
                     await self._pause(self.on_error.delay(attempt))
 
-    async def _deliver(self, checkpoints: Checkpoints, batch: list[RecordedEvent]) -> None:
+    async def _deliver(self, move: Mover, batch: list[RecordedEvent]) -> None:
         if self._transactional:
-            await self._move(checkpoints, batch[-1].position, lambda tx: self.handler(batch, tx))
+            await move(batch[-1].position, lambda tx: self.handler(batch, tx))
         else:
             await self.handler(batch)
-            await self._move(checkpoints, batch[-1].position, None)
+            await move(batch[-1].position, None)
         self.handled += len(batch)
 
     async def _move(self, checkpoints: Checkpoints, to: int, work: Any) -> None:
@@ -292,6 +327,19 @@ class Subscription:
                 await self._stopping.wait()
         if self._stopping.is_set():
             raise _Stop  # leave the batch for the next run
+
+
+def _check_group(member: str | None, partitions: int, lease_ttl: float) -> None:
+    if member is not None and (not isinstance(member, str) or not member or len(member) > 200):
+        raise InvalidInput(f"a group member id is a str of 1 to 200 characters: {member!r}")
+    if isinstance(partitions, bool) or not isinstance(partitions, int):
+        raise InvalidInput(f"partitions must be an int, not {partitions!r}")
+    if not 1 <= partitions <= 4096:
+        raise InvalidInput(f"partitions must be between 1 and 4096, not {partitions}")
+    if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)):
+        raise InvalidInput(f"lease_ttl must be a number of seconds, not {lease_ttl!r}")
+    if not 0.2 <= lease_ttl <= 3600:
+        raise InvalidInput(f"lease_ttl must be between 0.2 and 3600 seconds, not {lease_ttl}")
 
 
 def _takes_transaction(handler: Handler) -> bool:

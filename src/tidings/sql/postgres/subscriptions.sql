@@ -20,8 +20,14 @@ UPDATE {schema}.subscriptions SET state = $2, last_error = $3, updated = now() W
 UPDATE {schema}.subscriptions SET position = $2, updated = now() WHERE name = $1;
 
 -- name: list
-SELECT s.name, s.position, s.state, s.last_error, s.updated,
-       (SELECT count(*) FROM {schema}.parked p WHERE p.subscription = s.name) AS parked
+-- A consumer group's checkpoint is its lowest partition checkpoint (0003_groups.sql).
+SELECT s.name,
+       coalesce((SELECT min(g.position) FROM {schema}.partitions g WHERE g.subscription = s.name),
+                s.position) AS position,
+       s.state, s.last_error, s.updated,
+       (SELECT count(*) FROM {schema}.parked p WHERE p.subscription = s.name) AS parked,
+       (SELECT count(*) FROM {schema}.members m WHERE m.subscription = s.name) AS members,
+       (SELECT count(*) FROM {schema}.partitions g WHERE g.subscription = s.name) AS partitions
 FROM {schema}.subscriptions s ORDER BY s.name;
 
 -- name: park

@@ -20,8 +20,14 @@ UPDATE tidings_subscriptions SET state = ?, last_error = ?, updated_ms = ? WHERE
 UPDATE tidings_subscriptions SET position = ?, updated_ms = ? WHERE name = ?;
 
 -- name: list
-SELECT s.name, s.position, s.state, s.last_error, s.updated_ms,
-       (SELECT count(*) FROM tidings_parked p WHERE p.subscription = s.name) AS parked
+-- A consumer group's checkpoint is its lowest partition checkpoint (0003_groups.sql).
+SELECT s.name,
+       coalesce((SELECT min(g.position) FROM tidings_partitions g WHERE g.subscription = s.name),
+                s.position) AS position,
+       s.state, s.last_error, s.updated_ms,
+       (SELECT count(*) FROM tidings_parked p WHERE p.subscription = s.name) AS parked,
+       (SELECT count(*) FROM tidings_members m WHERE m.subscription = s.name) AS members,
+       (SELECT count(*) FROM tidings_partitions g WHERE g.subscription = s.name) AS partitions
 FROM tidings_subscriptions s ORDER BY s.name;
 
 -- name: park
