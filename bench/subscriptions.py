@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--backend", action="append", choices=["sqlite", "postgres"])
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
-    parser.add_argument("--members", type=int, nargs="*", default=[1])
+    parser.add_argument("--members", type=int, nargs="*", default=[1, 3])
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--quick", action="store_true")
