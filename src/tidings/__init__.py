@@ -9,7 +9,7 @@ Open a store by URL, append and read events, and follow the log live::
 
 from __future__ import annotations
 
-from tidings import notify
+from tidings import notify, views
 from tidings.aggregates import Fold, Projected
 from tidings.batcher import Batcher
 from tidings.errors import (
@@ -32,6 +32,8 @@ from tidings.errors import (
     StoreUnavailable,
     SubscriptionOverflow,
     TidingsError,
+    ViewClosed,
+    ViewError,
     WrongExpectedVersion,
 )
 from tidings.events import (
@@ -53,6 +55,7 @@ from tidings.notify import Message, Notice, Notifier
 from tidings.outbox import Outbox, Relay, RelayStats
 from tidings.store import EventStore, Transaction
 from tidings.subscriptions import ParkedEvent, Retry, Subscription, SubscriptionInfo
+from tidings.views import Change, View
 from tidings.wiring import connect
 
 __version__ = "0.1.0.dev0"
@@ -66,6 +69,7 @@ __all__ = [
     "AuditRecord",
     "Batcher",
     "BatcherClosed",
+    "Change",
     "ConfigurationError",
     "Consumer",
     "DuplicateEventId",
@@ -108,8 +112,12 @@ __all__ = [
     "SubscriptionOverflow",
     "TidingsError",
     "Transaction",
+    "View",
+    "ViewClosed",
+    "ViewError",
     "WrongExpectedVersion",
     "__version__",
     "connect",
     "notify",
+    "views",
 ]

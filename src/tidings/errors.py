@@ -21,7 +21,9 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     ├── SubscriptionOverflow    a subscription with overflow="disconnect" fell behind
     ├── MissingOutput           (also a KeyError) a batch function left an input out
     ├── BatcherClosed           a batcher was used after close()
-    └── SnapshotError           a projection state with no JSON form, or a stale snapshot
+    ├── SnapshotError           a projection state with no JSON form, or a stale snapshot
+    ├── ViewError               an event a state view cannot fold (parked by default)
+    └── ViewClosed              a state view was used after close()
 
 Driver errors are wrapped at the edge of each backend and kept as ``__cause__``.
 """
@@ -189,3 +191,22 @@ class SnapshotError(TidingsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.projection, self.detail))
+
+
+class ViewError(TidingsError):
+    """An event a state view cannot fold: ``new`` or ``mod`` data that is not a JSON
+    object, or a reducer result with no JSON form. The view's error policy (``park`` by
+    default) sets the event aside; the view goes on with the next one."""
+
+    def __init__(self, view: str, position: int, detail: str) -> None:
+        self.view = view
+        self.position = position
+        self.detail = detail
+        super().__init__(f"view {view!r} cannot fold the event at position {position}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.view, self.position, self.detail))
+
+
+class ViewClosed(TidingsError, RuntimeError):
+    """A state view was used after ``close()``."""

@@ -61,6 +61,12 @@ EXPECTED = {
     "Fold",
     "Projected",
     "SnapshotError",
+    # state views
+    "views",
+    "View",
+    "Change",
+    "ViewError",
+    "ViewClosed",
 }
 
 
