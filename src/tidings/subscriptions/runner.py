@@ -92,6 +92,8 @@ class Subscription:
         batch_size: int = 100,
         batch_timeout: float = 0.05,
         on_error: Retry | None = None,
+        on_commit: Callable[[int], None] | None = None,
+        on_rollback: Callable[[], None] | None = None,
         member: str | None = None,
         partitions: int = 16,
         lease_ttl: float = 5.0,
@@ -117,6 +119,9 @@ class Subscription:
         self.batch_size = batch_size
         self.batch_timeout = float(batch_timeout)
         self.on_error = on_error or Retry()
+        # Called at once (no await between) after a checkpoint move commits / fails.
+        self.on_commit = on_commit
+        self.on_rollback = on_rollback
         self.member = member
         self.partitions = partitions
         self.lease_ttl = float(lease_ttl)
@@ -317,9 +322,19 @@ class Subscription:
 
     async def _move(self, checkpoints: Checkpoints, to: int, work: Any) -> None:
         assert self.position is not None
-        if not await checkpoints.advance(self.name, self.position, to, work):
+        try:
+            moved = await checkpoints.advance(self.name, self.position, to, work)
+        except BaseException:
+            if self.on_rollback is not None:
+                self.on_rollback()
+            raise
+        if not moved:
+            if self.on_rollback is not None:
+                self.on_rollback()
             raise SubscriptionConflict(f"the checkpoint of {self.name} moved")
         self.position = to
+        if self.on_commit is not None:
+            self.on_commit(to)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

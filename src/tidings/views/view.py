@@ -14,26 +14,16 @@ import logging
 import weakref
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from tidings.codec import check_name, decode_json
 from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, ViewClosed
 from tidings.events import Filter, RecordedEvent
 from tidings.store.base import StoreFront, check_position
 from tidings.subscriptions import Retry, Subscription
-from tidings.subscriptions.checkpoints import Checkpoints
 from tidings.views.fold import EVT_TYPES, Reducer, Stored, evt_reduce, fold_batch, key_of
 from tidings.views.storage import Row, open_storage
 from tidings.views.watch import Watch
-
-if TYPE_CHECKING:  # mypy then proves that _move still exists on Subscription
-    from typing_extensions import override
-else:
-
-    def override(method: Any) -> Any:
-        """No-op at run time (typing_extensions is a type checker's need only)."""
-        return method
-
 
 log = logging.getLogger("tidings.views")
 
@@ -109,7 +99,7 @@ class View:
         self._staged: dict[str, Stored] = {}  # the open folding transaction's changes
         self._advanced = asyncio.Event()
         self._watchers: weakref.WeakSet[Watch] = weakref.WeakSet()
-        self._subscription: _FoldingSubscription | None = None
+        self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._closed = False
@@ -217,7 +207,7 @@ class View:
     async def _keep_folding(self) -> None:
         """Run the folding subscription; restart it when it dies, until stopped."""
         while not self._stop.is_set():
-            self._subscription = _FoldingSubscription(self)
+            self._subscription = _folding_subscription(self)
             try:
                 await self._subscription.run()
                 return  # it returns when told to stop
@@ -335,36 +325,21 @@ class View:
             watcher.wake()
 
 
-class _FoldingSubscription(Subscription):
+def _folding_subscription(view: View) -> Subscription:
     """The view's subscription: a transactional handler, and a word to the view after
-    each checkpoint move (commit) or failed one (rollback).
-
-    ``Subscription`` has no public after-commit hook yet, so this overrides ``_move``,
-    the one place every checkpoint move of a single runner goes through (``@override``
-    makes mypy fail if it is renamed).
-    """
-
-    def __init__(self, view: View) -> None:
-        super().__init__(
-            view.store,
-            view.subscription_name,
-            view._fold,
-            filter=view.filter,
-            start="beginning",
-            batch_size=view.batch_size,
-            batch_timeout=0.0,
-            on_error=view.on_error,
-        )
-        self._view = view
-
-    @override
-    async def _move(self, checkpoints: Checkpoints, to: int, work: Any) -> None:
-        try:
-            await super()._move(checkpoints, to, work)
-        except BaseException:
-            self._view._rolled_back()
-            raise
-        self._view._committed(to)
+    each checkpoint move (commit) or failed one (rollback)."""
+    return Subscription(
+        view.store,
+        view.subscription_name,
+        view._fold,
+        filter=view.filter,
+        start="beginning",
+        batch_size=view.batch_size,
+        batch_timeout=0.0,
+        on_error=view.on_error,
+        on_commit=view._committed,
+        on_rollback=view._rolled_back,
+    )
 
 
 def _check_keys(keys: Iterable[str] | None) -> list[str] | None:
