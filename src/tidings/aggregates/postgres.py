@@ -26,26 +26,12 @@ class PostgresSnapshots:
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self._q = load_queries("postgres", store.schema, "snapshots.sql")
-        self._ready = False
-        self._creating = asyncio.Lock()
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(redact(self._store.url), f"{type(exc).__name__}: {exc}")
 
     async def _ensure_table(self) -> None:
-        self._store._check_open()
-        if self._ready:
-            return
-        async with self._creating:
-            if self._ready:
-                return
-            try:
-                async with self._store._pool.acquire() as conn, conn.transaction():
-                    await conn.execute(self._q["migrate_lock"], self._store.schema)
-                    await conn.execute(self._q["create_table"])
-            except _DRIVER_ERRORS as exc:
-                raise self._unavailable(exc) from exc
-            self._ready = True
+        self._store._check_open()  # the table comes with the store's migrations
 
     async def load(self, stream: str, name: str, projection_version: int) -> Snapshot | None:
         """The snapshot of ``stream`` by ``name`` at ``projection_version``, if kept."""

@@ -133,8 +133,6 @@ class SQLiteSnapshots:
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
-        self._ready = False
-        self._creating = asyncio.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         busy_ms = int(self._store.busy_timeout_ms)
@@ -166,13 +164,7 @@ class SQLiteSnapshots:
             raise StoreUnavailable(self._store.url, str(exc)) from exc
 
     async def _ensure_table(self) -> None:
-        self._store._check_open()
-        if self._ready:
-            return
-        async with self._creating:
-            if not self._ready:
-                await asyncio.to_thread(self._run, _SQLITE["create_table"], (), True)
-                self._ready = True
+        self._store._check_open()  # the table comes with the store's migrations
 
     async def load(self, stream: str, name: str, projection_version: int) -> Snapshot | None:
         """The snapshot of ``stream`` by ``name`` at ``projection_version``, if kept."""

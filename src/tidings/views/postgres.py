@@ -29,27 +29,12 @@ class PostgresViewRows:
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self._q = load_queries("postgres", store.schema, "views.sql")
-        self._ready = False
-        self._creating = asyncio.Lock()
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(redact(self._store.url), f"{type(exc).__name__}: {exc}")
 
     async def prepare(self) -> None:  # noqa: D102
-        self._store._check_open()
-        if self._ready:
-            return
-        async with self._creating:
-            if self._ready:
-                return
-            try:
-                async with self._store._pool.acquire() as conn, conn.transaction():
-                    await conn.execute(self._q["migrate_lock"], self._store.schema)
-                    await conn.execute(self._q["create_table"])
-                    await conn.execute(self._q["create_index"])
-            except _DRIVER_ERRORS as exc:
-                raise self._unavailable(exc) from exc
-            self._ready = True
+        self._store._check_open()  # the table comes with the store's migrations
 
     async def current(self, tx: Any, view: str, keys: list[str]) -> dict[str, Stored]:  # noqa: D102
         found = await tx.fetch(self._q["current"], view, keys)

@@ -7,7 +7,6 @@ so a reader always knows exactly which position the values it got are folded up 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from typing import Any, Protocol
@@ -121,8 +120,6 @@ class SQLiteViewRows:
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._reader: sqlite3.Connection | None = None
-        self._ready = False
-        self._creating = asyncio.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         busy_ms = int(self._store.busy_timeout_ms)
@@ -136,31 +133,8 @@ class SQLiteViewRows:
             raise
         return conn
 
-    def _create(self) -> None:
-        try:
-            conn = self._connect()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(_SQLITE["create_table"])
-                    conn.execute(_SQLITE["create_index"])
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(self._store.url, str(exc)) from exc
-
     async def prepare(self) -> None:  # noqa: D102
-        self._store._check_open()
-        if self._ready:
-            return
-        async with self._creating:
-            if not self._ready:
-                await asyncio.to_thread(self._create)
-                self._ready = True
+        self._store._check_open()  # the table comes with the store's migrations
 
     async def current(self, tx: Any, view: str, keys: list[str]) -> dict[str, Stored]:  # noqa: D102
         found = tx.execute(_SQLITE["current"], (view, json.dumps(keys))).fetchall()

@@ -1,22 +1,5 @@
 -- Named queries of projection snapshots on PostgreSQL; {schema} is the store's schema.
--- The table sits beside the store's tables but is not part of its migrations: every
--- statement that creates it is idempotent and runs under an advisory lock, on first use.
-
--- name: migrate_lock
-SELECT pg_advisory_xact_lock(hashtext('tidings-snapshots-migrate:' || $1));
-
--- name: create_table
--- One snapshot per stream and projection name: the state folded up to `version` (the
--- stream's last version folded) by the projection's code at `projection_version`.
-CREATE TABLE IF NOT EXISTS {schema}.snapshots (
-    stream text NOT NULL,
-    name text NOT NULL,
-    projection_version integer NOT NULL,
-    version bigint NOT NULL,
-    state jsonb NOT NULL,
-    created timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (stream, name)
-);
+-- The table comes with the store's migrations (0004_snapshots_views.sql).
 
 -- name: load
 SELECT version, state::text FROM {schema}.snapshots

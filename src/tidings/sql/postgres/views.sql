@@ -1,26 +1,7 @@
 -- Named queries of state views on PostgreSQL; {schema} is the store's schema.
--- The table sits beside the store's tables but is not part of its migrations: every
--- statement that creates it is idempotent and runs under an advisory lock, on first use.
+-- The table comes with the store's migrations (0004_snapshots_views.sql).
 -- A view's folded-up-to position is the checkpoint of its subscription `view:<name>`,
 -- moved in the same transaction as the rows (subscriptions.sql).
-
--- name: migrate_lock
-SELECT pg_advisory_xact_lock(hashtext('tidings-views-migrate:' || $1));
-
--- name: create_table
--- The latest value per key of each view; `position` is the log position of the event
--- that last changed it. A deleted key keeps its row with a NULL value (a tombstone), so
--- that a reader following the view can tell a deletion from "nothing happened".
-CREATE TABLE IF NOT EXISTS {schema}.views (
-    view text NOT NULL,
-    key text NOT NULL,
-    value jsonb,
-    position bigint NOT NULL,
-    PRIMARY KEY (view, key)
-);
-
--- name: create_index
-CREATE INDEX IF NOT EXISTS views_by_position ON {schema}.views (view, position);
 
 -- name: current
 -- Inside the folding transaction: the stored state of the keys a batch touches.

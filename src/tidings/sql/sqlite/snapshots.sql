@@ -1,18 +1,5 @@
--- Named queries of projection snapshots on SQLite, in the store's file, apart from its
--- migrations: the table is created on first use (idempotent, under the write lock).
-
--- name: create_table
--- One snapshot per stream and projection name: the state folded up to `version` (the
--- stream's last version folded) by the projection's code at `projection_version`.
-CREATE TABLE IF NOT EXISTS tidings_snapshots (
-    stream TEXT NOT NULL,
-    name TEXT NOT NULL,
-    projection_version INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    PRIMARY KEY (stream, name)
-) WITHOUT ROWID;
+-- Named queries of projection snapshots on SQLite; the table comes with the store's
+-- migrations (0004_snapshots_views.sql).
 
 -- name: load
 SELECT version, state FROM tidings_snapshots

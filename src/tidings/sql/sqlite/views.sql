@@ -1,22 +1,7 @@
--- Named queries of state views on SQLite, in the store's file, apart from its migrations:
--- the table is created on first use (idempotent, under the write lock).
+-- Named queries of state views on SQLite; the table comes with the store's migrations
+-- (0004_snapshots_views.sql).
 -- A view's folded-up-to position is the checkpoint of its subscription `view:<name>`,
 -- moved in the same transaction as the rows (subscriptions.sql).
-
--- name: create_table
--- The latest value per key of each view (JSON text); `position` is the log position of
--- the event that last changed it. A deleted key keeps its row with a NULL value (a
--- tombstone), so that a reader following the view can tell a deletion from nothing.
-CREATE TABLE IF NOT EXISTS tidings_views (
-    view TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT,
-    position INTEGER NOT NULL,
-    PRIMARY KEY (view, key)
-) WITHOUT ROWID;
-
--- name: create_index
-CREATE INDEX IF NOT EXISTS tidings_views_by_position ON tidings_views (view, position);
 
 -- name: current
 -- Inside the folding transaction: the stored state of the keys a batch touches ($2: JSON array).
