@@ -53,6 +53,7 @@ from tidings.events import (
 from tidings.hub import Consumer, Hub, HubEvent, HubStats
 from tidings.notify import Message, Notice, Notifier
 from tidings.outbox import Outbox, Relay, RelayStats
+from tidings.projections import ReadModel
 from tidings.store import EventStore, Transaction
 from tidings.subscriptions import ParkedEvent, Retry, Subscription, SubscriptionInfo
 from tidings.views import Change, View
@@ -99,6 +100,7 @@ __all__ = [
     "ParkedEvent",
     "PayloadTooLarge",
     "Projected",
+    "ReadModel",
     "RecordedEvent",
     "Relay",
     "RelayStats",

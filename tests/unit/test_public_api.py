@@ -61,6 +61,7 @@ EXPECTED = {
     "Fold",
     "Projected",
     "SnapshotError",
+    "ReadModel",
     # state views
     "views",
     "View",
