@@ -135,14 +135,7 @@ class SQLiteSnapshots:
         self._store = store
 
     def _connect(self) -> sqlite3.Connection:
-        busy_ms = int(self._store.busy_timeout_ms)
-        conn = sqlite3.connect(self._store.path, isolation_level=None, timeout=busy_ms / 1000)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return self._store.side_connection()
 
     def _run(self, sql: str, params: tuple[Any, ...], write: bool) -> Any:
         try:

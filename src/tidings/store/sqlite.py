@@ -110,6 +110,12 @@ class SQLiteStore(StoreFront):
     # -- connections ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        return self.side_connection()
+
+    def side_connection(self, synchronous: str | None = None) -> sqlite3.Connection:
+        """A new connection to the store's file, set up as the store's own (autocommit,
+        busy timeout, ``synchronous``), for layers that keep tables beside the log
+        (checkpoints, snapshots, views). The caller closes it."""
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -118,9 +124,12 @@ class SQLiteStore(StoreFront):
                 timeout=self.busy_timeout_ms / 1000,
                 cached_statements=256,
             )
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         except sqlite3.Error as exc:
+            raise StoreUnavailable(self.url, str(exc)) from exc
+        try:
+            conn.execute(f"PRAGMA synchronous = {synchronous or self.synchronous}")
+        except sqlite3.Error as exc:
+            conn.close()
             raise StoreUnavailable(self.url, str(exc)) from exc
         return conn
 

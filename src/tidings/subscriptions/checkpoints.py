@@ -187,10 +187,7 @@ class SQLiteCheckpoints:
     """
 
     def __init__(self, store: Any) -> None:
-        self._conn = sqlite3.connect(
-            store.path, isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn: sqlite3.Connection = store.side_connection(synchronous="NORMAL")
         self._q = load_queries("sqlite", None, "subscriptions.sql")
         self._lock = asyncio.Lock()
 

@@ -168,10 +168,7 @@ class SQLiteGroups:
     """Partitions and members in the store's file, on a connection of this member's own."""
 
     def __init__(self, store: Any) -> None:
-        self._conn = sqlite3.connect(
-            store.path, isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn: sqlite3.Connection = store.side_connection(synchronous="NORMAL")
         self._q = load_queries("sqlite", None, "groups.sql")
         self._lock = asyncio.Lock()
 

@@ -122,16 +122,7 @@ class SQLiteViewRows:
         self._reader: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
-        busy_ms = int(self._store.busy_timeout_ms)
-        conn = sqlite3.connect(
-            self._store.path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return self._store.side_connection()
 
     async def prepare(self) -> None:  # noqa: D102
         self._store._check_open()  # the table comes with the store's migrations
