@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import uuid
 from datetime import UTC, timedelta
+from typing import Any
 
 import msgspec
 import pydantic
@@ -250,6 +251,31 @@ async def test_read_all_filters_by_category_prefix_and_type(store: tidings.Event
         ("order-22", "Placed")
     ]
     assert await streams(Filter()) == await streams(Filter(stream_prefix=""))
+
+
+async def test_read_all_pages_gives_the_same_log_in_non_empty_pages(
+    store: tidings.EventStore,
+) -> None:
+    for i in range(25):
+        await store.append(f"p-{i % 3}", [ev(data={"i": i})])
+
+    async def sizes_and_positions(**kw: Any) -> tuple[list[int], list[int]]:
+        pages = [page async for page in store.read_all_pages(**kw)]
+        return [len(p) for p in pages], [e.position for p in pages for e in p]
+
+    assert await sizes_and_positions(page_size=10) == ([10, 10, 5], list(range(1, 26)))
+    assert await sizes_and_positions(from_position=5, limit=7, page_size=4) == (
+        [4, 3],
+        list(range(6, 13)),
+    )
+    # A stream pattern drops rows after the database read them: no empty page is yielded.
+    sizes, positions = await sizes_and_positions(
+        filter=Filter(stream_pattern=r"p-1"), page_size=2, limit=5
+    )
+    assert 0 not in sizes
+    assert positions == [e.position for e in await all_events(store) if e.stream == "p-1"][:5]
+    with pytest.raises(tidings.InvalidInput):
+        await sizes_and_positions(page_size=0)
 
 
 async def test_list_streams_in_name_order_with_prefix_after_and_limit(

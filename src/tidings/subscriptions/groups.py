@@ -173,41 +173,24 @@ class GroupMember:
                 await asyncio.gather(stopping, woken, return_exceptions=True)
             return
         start = min(self.owned.values())
-        queue: asyncio.Queue[RecordedEvent] = asyncio.Queue(maxsize=sub.batch_size * 4)
-
-        async def read() -> None:
-            async for event in sub.store.read_all(start, sub.filter, follow=True):
-                await queue.put(event)
-
-        reader = loop.create_task(read(), name=f"tidings.group.{sub.name}.reader")
         self.seen, self.reading = start, True
         try:
-            while not sub._stopping.is_set() and not self.joining and self.owned:
-                first = loop.create_task(queue.get())
-                done, _ = await asyncio.wait(
-                    {first, stopping, woken, reader},
-                    timeout=IDLE,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if first not in done:
-                    first.cancel()
-                    if reader in done:
-                        reader.result()  # a reader that died raises here
-                    if woken in done:
-                        return  # a partition joined behind the reader: start lower
-                    if not done:
-                        await self._catch_up_idle()
-                    continue
-                batch = [first.result()]
-                await sub._fill(queue, batch)
-                self.seen = batch[-1].position
-                await self._route(batch)
+            async with sub.feed(start, f"tidings.group.{sub.name}.reader") as feed:
+                while not sub._stopping.is_set() and not self.joining and self.owned:
+                    if not await feed.wait([stopping, woken], IDLE):
+                        if woken.done():
+                            return  # a partition joined behind the reader: start lower
+                        if not stopping.done():
+                            await self._catch_up_idle()
+                        continue
+                    batch = await feed.batch(sub.batch_size, sub.batch_timeout)
+                    self.seen = batch[-1].position
+                    await self._route(batch)
         finally:
             self.reading = False
-            reader.cancel()
             stopping.cancel()
             woken.cancel()
-            await asyncio.gather(reader, stopping, woken, return_exceptions=True)
+            await asyncio.gather(stopping, woken, return_exceptions=True)
 
     async def _route(self, batch: list[RecordedEvent]) -> None:
         """Hand each owned partition its events of ``batch``, in log order."""

@@ -26,6 +26,7 @@ from tidings.errors import InvalidInput, TidingsError
 from tidings.events import Filter, RecordedEvent
 from tidings.store.base import StoreFront
 from tidings.subscriptions.checkpoints import Checkpoints, Work, open_checkpoints
+from tidings.subscriptions.feed import LogFeed
 from tidings.subscriptions.groupstore import supports_groups
 
 log = logging.getLogger("tidings.subscriptions")
@@ -209,52 +210,21 @@ class Subscription:
 
     async def _follow(self, checkpoints: Checkpoints) -> None:
         assert self.position is not None
-        queue: asyncio.Queue[RecordedEvent] = asyncio.Queue(maxsize=self.batch_size * 4)
-
-        async def read() -> None:
-            async for event in self.store.read_all(self.position or 0, self.filter, follow=True):
-                await queue.put(event)
-
-        reader = asyncio.get_running_loop().create_task(
-            read(), name=f"tidings.subscription.{self.name}.reader"
-        )
-        stopping = asyncio.get_running_loop().create_task(self._stopping.wait())
-        try:
-            while not self._stopping.is_set():
-                first = asyncio.get_running_loop().create_task(queue.get())
-                done, _ = await asyncio.wait(
-                    {first, stopping, reader}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if first not in done:
-                    first.cancel()
-                    if reader in done:
-                        reader.result()  # a reader that died raises here
-                    return
-                batch = [first.result()]
-                await self._fill(queue, batch)
-                await self._handle(checkpoints, batch)
-        finally:
-            reader.cancel()
-            stopping.cancel()
-            await asyncio.gather(reader, stopping, return_exceptions=True)
-
-    async def _fill(self, queue: asyncio.Queue[RecordedEvent], batch: list[RecordedEvent]) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.batch_timeout
-        while len(batch) < self.batch_size:
-            try:
-                batch.append(queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            try:
-                async with asyncio.timeout(left):
-                    batch.append(await queue.get())
-            except TimeoutError:
-                return
+        stopping = loop.create_task(self._stopping.wait())
+        try:
+            async with self.feed(self.position, f"tidings.subscription.{self.name}.reader") as feed:
+                while not self._stopping.is_set() and await feed.wait([stopping], None):
+                    batch = await feed.batch(self.batch_size, self.batch_timeout)
+                    await self._handle(checkpoints, batch)
+        finally:
+            stopping.cancel()
+            await asyncio.gather(stopping, return_exceptions=True)
+
+    def feed(self, start: int, task_name: str) -> LogFeed:
+        """The log past ``start``, through this subscription's filter, in batches."""
+        page_size = max(self.store.page_size, self.batch_size)
+        return LogFeed(self.store, start, self.filter, page_size, task_name)
 
     async def _handle(
         self, checkpoints: Checkpoints, batch: list[RecordedEvent], move: Mover | None = None
