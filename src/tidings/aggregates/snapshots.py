@@ -8,14 +8,12 @@ use, beside the store's tables, outside its migrations.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from tidings.aggregates.streams import StreamStore
-from tidings.errors import ConfigurationError, StoreUnavailable
+from tidings.errors import ConfigurationError
 from tidings.sql import load_queries
 
 if TYPE_CHECKING:
@@ -122,54 +120,22 @@ _SQLITE = load_queries("sqlite", None, "snapshots.sql")
 
 
 class SQLiteSnapshots:
-    """Snapshots in the table ``tidings_snapshots`` of the store's file.
-
-    Each call opens a short-lived connection of its own and closes it (the store has no
-    hook to close one kept open with it; opening costs tens of microseconds). Loads run
-    on the event loop's thread, as the store's own reads do: in WAL mode a read never
-    waits for a writer. Saves and the table's creation take the write lock, which the
-    store's writer thread may hold for a batch, so they run in a worker thread.
-    """
+    """Snapshots in the table ``tidings_snapshots`` of the store's file: loaded on the
+    store's read connection, saved through its side writes (``tidings.store.sqlite_side``)."""
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
 
-    def _connect(self) -> sqlite3.Connection:
-        return self._store.side_connection()
-
-    def _run(self, sql: str, params: tuple[Any, ...], write: bool) -> Any:
-        try:
-            conn = self._connect()
-            try:
-                if not write:
-                    return conn.execute(sql, params).fetchone()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(sql, params)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                return None
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(self._store.url, str(exc)) from exc
-
-    async def _ensure_table(self) -> None:
-        self._store._check_open()  # the table comes with the store's migrations
-
     async def load(self, stream: str, name: str, projection_version: int) -> Snapshot | None:
         """The snapshot of ``stream`` by ``name`` at ``projection_version``, if kept."""
-        await self._ensure_table()
-        row = self._run(_SQLITE["load"], (stream, name, projection_version), False)
+        params = (stream, name, projection_version)
+        row = await self._store.read(lambda conn: conn.execute(_SQLITE["load"], params).fetchone())
         return None if row is None else Snapshot(int(row[0]), row[1])
 
     async def save(
         self, stream: str, name: str, projection_version: int, version: int, state: str
     ) -> None:
         """Upsert the snapshot (a newer stored one of the same projection version stays)."""
-        await self._ensure_table()
         now_ms = time.time_ns() // 1_000_000
         params = (stream, name, projection_version, version, state, now_ms)
-        await asyncio.to_thread(self._run, _SQLITE["save"], params, True)
+        await self._store.side.write(lambda conn: conn.execute(_SQLITE["save"], params))

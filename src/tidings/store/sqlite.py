@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 from tidings.codec import decode_json, encode_json
-from tidings.errors import ConfigurationError, StoreUnavailable, TidingsError
+from tidings.errors import ConfigurationError, InvalidInput, StoreUnavailable, TidingsError
 from tidings.events import (
     AppendResult,
     AuditRecord,
@@ -34,6 +34,14 @@ from tidings.store.base import (
 from tidings.store.batching import Outcome, Pending, settle
 from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
 from tidings.store.rows import sqlite_events, time_from_ms
+from tidings.store.sqlite_side import (
+    Job,
+    Lease,
+    SideWrites,
+    begin_immediate,
+    lending,
+    run_side,
+)
 
 T = TypeVar("T")
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -70,15 +78,21 @@ class SQLiteStore(StoreFront):
         self.path = path
         self.synchronous = _SYNC_MODES[synchronous.lower()]
         self.busy_timeout_ms = busy_timeout_ms
+        self._lock_wait = busy_timeout_ms / 1000  # seconds the writer waits for the lock
         self.page_size = page_size
         self.max_batch_events = max_batch_events
         self._loop = asyncio.get_running_loop()  # the store answers on the loop it opened on
-        self._queue: queue.SimpleQueue[list[Pending] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Pending] | Job[Any] | Lease | None] = (
+            queue.SimpleQueue()
+        )
         self._handoff: list[Pending] = []
         self._slots = asyncio.Semaphore(10_000)  # bound on appends waiting for the writer
         self._writer: threading.Thread | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._reader_conn: sqlite3.Connection | None = None
+        self.side = SideWrites(url, self._connect, self._submit_side, self._check_open)
+        """Writes beside the log (checkpoints, leases, snapshots, views): see
+        ``tidings.store.sqlite_side``."""
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> SQLiteStore:
@@ -144,6 +158,8 @@ class SQLiteStore(StoreFront):
             if mode.lower() != "wal":
                 raise StoreUnavailable(self.url, f"could not switch to WAL (journal_mode={mode})")
             self._migrate(conn)
+            # From here on the writer waits for other processes itself (begin_immediate).
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
         self._writer = threading.Thread(
@@ -192,6 +208,16 @@ class SQLiteStore(StoreFront):
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.url, str(exc)) from exc
 
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the store's read connection (a quick read, for layers
+        that keep tables beside the log)."""
+        return await self._read(fn)
+
+    def _submit_side(self, item: Job[Any] | Lease) -> None:
+        self._check_open()
+        self._hand_over()  # appends made before it go first
+        self._queue.put(item)
+
     async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         return await self._read(lambda c: c.execute(sql, params).fetchall())
 
@@ -199,6 +225,11 @@ class SQLiteStore(StoreFront):
 
     async def _commit(self, group: Group) -> list[AppendResult]:
         self._check_open()
+        if lending.get():
+            raise InvalidInput(
+                "cannot append inside a subscription's SQLite transaction: it holds the"
+                " store's write lock until the handler returns"
+            )
         async with self._slots:
             pending = Pending(group, self._loop)
             if not self._handoff:
@@ -219,10 +250,14 @@ class SQLiteStore(StoreFront):
 
     def _write_loop(self) -> None:
         stop = False
+        side: Job[Any] | Lease | None = None
         while not stop:
             first = self._queue.get()
             if first is None:
                 return
+            if not isinstance(first, list):
+                run_side(self._writer_conn, first, self._loop, self.url, self._lock_wait)  # type: ignore[arg-type]
+                continue
             batch = list(first)
             size = sum(p.size for p in batch)
             while size < self.max_batch_events:
@@ -233,18 +268,24 @@ class SQLiteStore(StoreFront):
                 if more is None:
                     stop = True
                     break
+                if not isinstance(more, list):
+                    side = more  # after the appends queued before it
+                    break
                 batch.extend(more)
                 size += sum(p.size for p in more)
             outcomes = self._write_batch(batch)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 self._loop.call_soon_threadsafe(settle, batch, outcomes)
+            if side is not None:
+                run_side(self._writer_conn, side, self._loop, self.url, self._lock_wait)  # type: ignore[arg-type]
+                side = None
 
     def _write_batch(self, batch: list[Pending]) -> list[Outcome]:
         conn = self._writer_conn
         assert conn is not None
         groups = [p.group for p in batch]
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn, self._lock_wait)
             try:
                 plan = self._plan(conn, groups)
                 if plan.rows:
@@ -379,6 +420,7 @@ class SQLiteStore(StoreFront):
             await loop.run_in_executor(None, self._writer.join)
             await asyncio.sleep(0)  # let the last appends' callers see their results
         await self._watch.close()  # after the last commits, so that their head goes out
+        self.side.close()
         for conn in [self._reader_conn, self._writer_conn]:
             if conn is not None:
                 conn.close()

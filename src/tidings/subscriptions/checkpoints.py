@@ -8,8 +8,6 @@ checkpoint move: both commit, or neither does.
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -144,7 +142,7 @@ class PostgresCheckpoints:
     async def advance(self, name: str, expected: int, new: int, work: Work | None) -> bool:  # noqa: D102
         async with self._pool.acquire() as conn:
             if work is None:
-                status = await conn.execute(self._q["advance"], name, expected, new)
+                status = await conn.execute(self._q["advance_lazy"], name, expected, new)
                 return bool(status == "UPDATE 1")
             async with conn.transaction():
                 # Take the checkpoint row first: a second runner waits instead of both writing.
@@ -179,7 +177,8 @@ class PostgresCheckpoints:
 
 
 class SQLiteCheckpoints:
-    """Checkpoints in the store's file, on a connection of their own.
+    """Checkpoints in the store's file, written through the store's side writes
+    (``tidings.store.sqlite_side``: no fight with its writer over the write lock).
 
     Checkpoint commits use ``synchronous=NORMAL``: in WAL mode a power loss can only
     take back the last checkpoint moves, together with the handler writes made in the
@@ -187,23 +186,16 @@ class SQLiteCheckpoints:
     """
 
     def __init__(self, store: Any) -> None:
-        self._conn: sqlite3.Connection = store.side_connection(synchronous="NORMAL")
+        self._store = store
         self._q = load_queries("sqlite", None, "subscriptions.sql")
-        self._lock = asyncio.Lock()
-
-    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            count = self._conn.execute(sql, args).rowcount
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-        return count
 
     async def _run(self, sql: str, *args: Any) -> int:
-        async with self._lock:
-            return await asyncio.to_thread(self._write, sql, args)
+        count: int = await self._store.side.write(lambda conn: conn.execute(sql, args).rowcount)
+        return count
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        rows: list[Any] = await self._store.read(lambda conn: conn.execute(sql, args).fetchall())
+        return rows
 
     async def ensure(self, name: str, start: int) -> int:  # noqa: D102
         await self._run(self._q["ensure"], name, start, _ms())
@@ -211,27 +203,21 @@ class SQLiteCheckpoints:
         return 0 if position is None else position
 
     async def load(self, name: str) -> int | None:  # noqa: D102
-        async with self._lock:
-            row = self._conn.execute(self._q["load"], (name,)).fetchone()
-        return None if row is None else int(row[0])
+        rows = await self._fetch(self._q["load"], name)
+        return int(rows[0][0]) if rows else None
 
     async def advance(self, name: str, expected: int, new: int, work: Work | None) -> bool:  # noqa: D102
+        args = (new, _ms(), name, expected)
         if work is None:
-            return await self._run(self._q["advance"], new, _ms(), name, expected) == 1
-        async with self._lock:
-            # The handler writes on this connection, inside this write transaction.
-            await asyncio.to_thread(self._conn.execute, "BEGIN IMMEDIATE")
-            try:
-                moved = self._conn.execute(self._q["advance"], (new, _ms(), name, expected))
-                if moved.rowcount != 1:
-                    self._conn.execute("ROLLBACK")
-                    return False
-                await work(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            await asyncio.to_thread(self._conn.execute, "COMMIT")
-            return True
+            return await self._run(self._q["advance"], *args) == 1
+        try:
+            async with self._store.side.transaction() as conn:
+                if conn.execute(self._q["advance"], args).rowcount != 1:
+                    raise _Unmoved
+                await work(conn)  # the handler writes inside this transaction
+        except _Unmoved:
+            return False
+        return True
 
     async def set_state(self, name: str, state: str, error: str | None) -> None:  # noqa: D102
         await self._run(self._q["set_state"], state, error, _ms(), name)
@@ -240,8 +226,7 @@ class SQLiteCheckpoints:
         return await self._run(self._q["reset"], position, _ms(), name) == 1
 
     async def rows(self) -> list[Row]:  # noqa: D102
-        async with self._lock:
-            found = self._conn.execute(self._q["list"]).fetchall()
+        found = await self._fetch(self._q["list"])
         return [(n, p, s, e, _from_ms(u), c, m, g) for n, p, s, e, u, c, m, g in found]
 
     async def park(self, name: str, event: RecordedEvent, error: str, attempts: int) -> None:  # noqa: D102
@@ -257,8 +242,7 @@ class SQLiteCheckpoints:
         )
 
     async def parked(self, name: str) -> list[ParkedEvent]:  # noqa: D102
-        async with self._lock:
-            found = self._conn.execute(self._q["parked"], (name,)).fetchall()
+        found = await self._fetch(self._q["parked"], name)
         return [
             ParkedEvent(p, uuid.UUID(bytes=i), s, e, a, _from_ms(t)) for p, i, s, e, a, t in found
         ]
@@ -267,7 +251,11 @@ class SQLiteCheckpoints:
         await self._run(self._q["unpark"], name, position)
 
     async def close(self) -> None:  # noqa: D102
-        self._conn.close()
+        return None  # the connections are the store's
+
+
+class _Unmoved(Exception):
+    """The checkpoint no longer stands where the runner expected: roll back."""
 
 
 class MemoryCheckpoints:

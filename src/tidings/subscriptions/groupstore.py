@@ -9,7 +9,6 @@ milliseconds (every process of a SQLite store shares the machine).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sqlite3
 import time
@@ -130,8 +129,8 @@ class PostgresGroups:
     ) -> bool:
         async with self._pool.acquire() as conn:
             if work is None:
-                status = await conn.execute(self._q["move"], name, partition, old, new, member)
-                return bool(status == "UPDATE 1")
+                args = (name, partition, old, new, member)
+                return bool(await conn.execute(self._q["move_lazy"], *args) == "UPDATE 1")
             try:
                 async with conn.transaction():
                     # The handler first, the fence last: the partition row stays locked
@@ -165,106 +164,79 @@ def _ms() -> int:
 
 
 class SQLiteGroups:
-    """Partitions and members in the store's file, on a connection of this member's own."""
+    """Partitions and members in the store's file, written through the store's side
+    writes (``tidings.store.sqlite_side``)."""
 
     def __init__(self, store: Any) -> None:
-        self._conn: sqlite3.Connection = store.side_connection(synchronous="NORMAL")
+        self._side = store.side
         self._q = load_queries("sqlite", None, "groups.sql")
-        self._lock = asyncio.Lock()
-
-    async def _begin(self) -> None:
-        # Waiting for the write lock happens off the event loop; once held, the
-        # statements are quick and run inline.
-        await asyncio.to_thread(self._conn.execute, "BEGIN IMMEDIATE")
-
-    async def _commit(self) -> None:
-        await asyncio.to_thread(self._conn.execute, "COMMIT")
-
-    def _one(self, sql: str, *args: Any) -> Any:
-        return self._conn.execute(sql, args).fetchone()[0]
 
     async def ensure(self, name: str, partitions: int, start: int) -> None:  # noqa: D102
-        async with self._lock:
-            await self._begin()
-            try:
-                found = int(self._one(self._q["count_partitions"], name))
-                if found == 0:
-                    rows = [(name, p, start) for p in range(partitions)]
-                    self._conn.executemany(self._q["create_partition"], rows)
-                    found = partitions
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            await self._commit()
-        _check_count(name, found, partitions)
+        def create(conn: sqlite3.Connection) -> int:
+            found = int(conn.execute(self._q["count_partitions"], (name,)).fetchone()[0])
+            if found == 0:
+                rows = [(name, p, start) for p in range(partitions)]
+                conn.executemany(self._q["create_partition"], rows)
+                found = partitions
+            return found
+
+        _check_count(name, await self._side.write(create), partitions)
 
     async def beat(  # noqa: D102
         self, name: str, member: str, ttl: float, partitions: int, rebalance: Rebalance
     ) -> dict[int, int]:
-        q, conn = self._q, self._conn
-        async with self._lock:
-            await self._begin()
-            try:
-                now = _ms()
-                until = now + int(ttl * 1000)
-                conn.execute(q["see_member"], (name, member, now))
-                conn.execute(q["forget_gone_members"], (name, now - int(ttl * 1000)))
-                target = share(partitions, int(self._one(q["count_members"], name)))
-                renewed = conn.execute(q["renew"], (until, name, member)).fetchall()
-                held = {int(p): int(pos) for p, pos in renewed}
-                gone = rebalance(held, target)
-                conn.executemany(q["release"], [(name, member, p) for p in gone])
-                wanted = target - (len(held) - len(gone))
-                taken: dict[int, int] = {}
-                if wanted > 0:
-                    free = [p for (p,) in conn.execute(q["free"], (name, now, wanted))]
-                    for p in free:
-                        for part, pos in conn.execute(q["take"], (member, until, name, p)):
-                            taken[int(part)] = int(pos)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            await self._commit()
+        q = self._q
+
+        def beat(conn: sqlite3.Connection) -> dict[int, int]:
+            now = _ms()
+            until = now + int(ttl * 1000)
+            conn.execute(q["see_member"], (name, member, now))
+            conn.execute(q["forget_gone_members"], (name, now - int(ttl * 1000)))
+            members = int(conn.execute(q["count_members"], (name,)).fetchone()[0])
+            target = share(partitions, members)
+            renewed = conn.execute(q["renew"], (until, name, member)).fetchall()
+            held = {int(p): int(pos) for p, pos in renewed}
+            gone = rebalance(held, target)
+            conn.executemany(q["release"], [(name, member, p) for p in gone])
+            wanted = target - (len(held) - len(gone))
+            taken: dict[int, int] = {}
+            if wanted > 0:
+                free = [p for (p,) in conn.execute(q["free"], (name, now, wanted))]
+                for p in free:
+                    for part, pos in conn.execute(q["take"], (member, until, name, p)):
+                        taken[int(part)] = int(pos)
             return taken
+
+        taken: dict[int, int] = await self._side.write(beat)
+        return taken
 
     async def move(  # noqa: D102
         self, name: str, partition: int, old: int, new: int, member: str, work: Work | None
     ) -> bool:
         args = (new, name, partition, old, member)
-        async with self._lock:
-            await self._begin()
-            try:
-                if work is not None:
-                    await work(self._conn)  # the handler writes inside this transaction
-                if self._conn.execute(self._q["move"], (*args, _ms())).rowcount != 1:
-                    self._conn.execute("ROLLBACK")
-                    return False
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            await self._commit()
-            return True
+        if work is None:
+            moved = await self._side.write(
+                lambda conn: conn.execute(self._q["move"], (*args, _ms())).rowcount
+            )
+            return bool(moved == 1)
+        try:
+            async with self._side.transaction() as conn:
+                await work(conn)  # the handler writes inside this transaction
+                if conn.execute(self._q["move"], (*args, _ms())).rowcount != 1:
+                    raise _Fenced
+        except _Fenced:
+            return False
+        return True
 
     async def leave(self, name: str, member: str) -> None:  # noqa: D102
-        async with self._lock:
-            await self._begin()
-            try:
-                self._conn.execute(self._q["leave"], (name, member))
-                self._conn.execute(self._q["release_all"], (name, member))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            await self._commit()
+        def leave(conn: sqlite3.Connection) -> None:
+            conn.execute(self._q["leave"], (name, member))
+            conn.execute(self._q["release_all"], (name, member))
+
+        await self._side.write(leave)
 
     async def reset(self, name: str, position: int) -> None:  # noqa: D102
-        async with self._lock:
-            await self._begin()
-            try:
-                self._conn.execute(self._q["reset"], (position, name))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            await self._commit()
+        await self._side.write(lambda conn: conn.execute(self._q["reset"], (position, name)))
 
     async def close(self) -> None:  # noqa: D102
-        self._conn.close()
+        return None  # the connections are the store's

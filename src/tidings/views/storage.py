@@ -8,10 +8,8 @@ so a reader always knows exactly which position the values it got are folded up 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any, Protocol
 
-from tidings.errors import StoreUnavailable
 from tidings.sql import load_queries
 from tidings.store.base import StoreFront
 from tidings.store.memory import MemoryStore
@@ -111,18 +109,13 @@ _SQLITE = load_queries("sqlite", None, "views.sql")
 class SQLiteViewRows:
     """Rows in the table ``tidings_views`` of the store's file.
 
-    Folding writes on the checkpoint's connection, inside its ``BEGIN IMMEDIATE``
-    transaction. Reads go through one connection of the view's own, on the event loop's
-    thread, as the store's reads do (in WAL mode a read never waits for a writer); each
-    read is a single statement, so the checkpoint and the rows come from one snapshot.
+    Folding writes on the checkpoint's transaction (the store's side transaction).
+    Reads run on the store's read connection, each a single statement, so the
+    checkpoint and the rows come from one snapshot.
     """
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
-        self._reader: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        return self._store.side_connection()
 
     async def prepare(self) -> None:  # noqa: D102
         self._store._check_open()  # the table comes with the store's migrations
@@ -142,23 +135,14 @@ class SQLiteViewRows:
     async def read(  # noqa: D102
         self, view: str, subscription: str, after: int, keys: list[str] | None
     ) -> tuple[list[Row], int]:
-        self._store._check_open()
         sql, args = _SQLITE["read_every"], [view, subscription, after]
         if keys is not None:
             sql, args = _SQLITE["read_keys"], [*args, json.dumps(keys)]
-        try:
-            if self._reader is None:
-                self._reader = self._connect()
-                self._reader.execute("PRAGMA query_only = ON")
-            found = self._reader.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(self._store.url, str(exc)) from exc
+        found = await self._store.read(lambda conn: conn.execute(sql, args).fetchall())
         return split_rows(found)
 
     async def close(self) -> None:  # noqa: D102
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        return None  # the connections are the store's
 
 
 def split_rows(found: Any) -> tuple[list[Row], int]:
