@@ -60,5 +60,14 @@ UPDATE {schema}.partitions SET position = $4
 WHERE subscription = $1 AND partition = $2 AND position = $3
   AND owner = $5 AND lease_until > clock_timestamp();
 
+-- name: move_lazy
+-- The same move with no handler writes beside it: committed without waiting for the
+-- WAL flush (see advance_lazy in subscriptions.sql).
+WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE {schema}.partitions SET position = $4
+FROM lazy
+WHERE subscription = $1 AND partition = $2 AND position = $3
+  AND owner = $5 AND lease_until > clock_timestamp();
+
 -- name: reset
 UPDATE {schema}.partitions SET position = $2 WHERE subscription = $1;
