@@ -193,6 +193,17 @@ async def test_another_partition_count_is_refused(store_url: str) -> None:
             await other.run()
 
 
+async def test_a_single_runner_on_a_group_name_is_refused(store_url: str) -> None:
+    store = await tidings.connect(store_url)
+    record = Record()
+    async with store, member(store, record, "a") as first:
+        await eventually(lambda: bool(first.owned))
+        single = subscribe(store, "crew", record.handler("solo"))
+        with pytest.raises(tidings.InvalidInput, match="consumer group"):
+            await single.run()
+        assert record.by_member()["solo"] == 0
+
+
 async def test_groups_need_a_database_store() -> None:
     async with await tidings.connect("memory://") as store:
         with pytest.raises(tidings.InvalidInput, match="SQLite or PostgreSQL"):

@@ -33,6 +33,10 @@ class GroupStore(Protocol):
         ``InvalidInput`` when it exists with another count."""
         ...
 
+    async def partitions(self, name: str) -> int:
+        """How many partitions the group ``name`` has (0: it is not a group)."""
+        ...
+
     async def beat(
         self, name: str, member: str, ttl: float, partitions: int, rebalance: Rebalance
     ) -> dict[int, int]:
@@ -106,6 +110,9 @@ class PostgresGroups:
                 found = partitions
         _check_count(name, found, partitions)
 
+    async def partitions(self, name: str) -> int:  # noqa: D102
+        return int(await self._pool.fetchval(self._q["count_partitions"], name))
+
     async def beat(  # noqa: D102
         self, name: str, member: str, ttl: float, partitions: int, rebalance: Rebalance
     ) -> dict[int, int]:
@@ -169,6 +176,7 @@ class SQLiteGroups:
 
     def __init__(self, store: Any) -> None:
         self._side = store.side
+        self._read = store.read
         self._q = load_queries("sqlite", None, "groups.sql")
 
     async def ensure(self, name: str, partitions: int, start: int) -> None:  # noqa: D102
@@ -181,6 +189,10 @@ class SQLiteGroups:
             return found
 
         _check_count(name, await self._side.write(create), partitions)
+
+    async def partitions(self, name: str) -> int:  # noqa: D102
+        sql = self._q["count_partitions"]
+        return int(await self._read(lambda conn: conn.execute(sql, (name,)).fetchone()[0]))
 
     async def beat(  # noqa: D102
         self, name: str, member: str, ttl: float, partitions: int, rebalance: Rebalance

@@ -27,7 +27,7 @@ from tidings.events import Filter, RecordedEvent
 from tidings.store.base import StoreFront
 from tidings.subscriptions.checkpoints import Checkpoints, Work, open_checkpoints
 from tidings.subscriptions.feed import LogFeed
-from tidings.subscriptions.groupstore import supports_groups
+from tidings.subscriptions.groupstore import open_groups, supports_groups
 
 log = logging.getLogger("tidings.subscriptions")
 
@@ -142,6 +142,8 @@ class Subscription:
         """Run until ``stop()`` (or cancellation); raises only what cannot be retried."""
         checkpoints = open_checkpoints(self.store)
         try:
+            if self.member is None:
+                await self._refuse_group()
             start = await checkpoints.ensure(self.name, await self._start_position())
             await checkpoints.set_state(self.name, "running", None)
             self.state = "running"
@@ -200,6 +202,22 @@ class Subscription:
         await self.stop()
 
     # -- the loop -------------------------------------------------------------------
+
+    async def _refuse_group(self) -> None:
+        """A single runner on a consumer group's name would move a checkpoint the group
+        does not read, and handle events the members handle too: refuse it."""
+        if not supports_groups(self.store):
+            return
+        groups = open_groups(self.store)
+        try:
+            partitions = await groups.partitions(self.name)
+        finally:
+            await groups.close()
+        if partitions:
+            raise InvalidInput(
+                f"subscription {self.name!r} is a consumer group ({partitions} partitions):"
+                " run it with member=..."
+            )
 
     async def _start_position(self) -> int:
         if self.start == "beginning":
