@@ -158,6 +158,23 @@ async def test_a_publish_waiting_through_a_short_outage_goes_out_after_it(
         assert await payloads(sub, 1) == [b"patient"]
 
 
+@pytest.mark.slow
+async def test_a_publish_waiting_for_a_connection_gets_notifier_closed_at_close(
+    proxied_url: str, proxy: TcpProxy, channel: str
+) -> None:
+    n = await tidings.notify.connect(proxied_url, **{**FAST, "publish_timeout": 30})
+    async with n.subscribe(channel, notices=True) as sub:
+        await next_notice(sub, "subscribe", within=5)
+        proxy.refuse(True)
+        proxy.cut()
+        await next_notice(sub, "disconnect", within=3)
+        publishing = asyncio.create_task(n.publish(channel, b"never"))
+        await asyncio.sleep(0.2)
+        await n.close()
+        with pytest.raises(tidings.NotifierClosed):
+            await asyncio.wait_for(publishing, 2)  # at close, not after publish_timeout
+
+
 # -- a half-open connection ----------------------------------------------------------------
 
 

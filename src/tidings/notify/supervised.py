@@ -51,6 +51,7 @@ class SupervisedNotifier(NotifierBase):
         self.listens = 0
         self.failed = 0
         self._up = asyncio.Event()
+        self._stopped = asyncio.Event()  # closing: publishes waiting for a connection end
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._listened: set[str] = set()
@@ -172,10 +173,17 @@ class SupervisedNotifier(NotifierBase):
 
     async def _send(self, channel: str, payload: bytes) -> None:
         if not self._up.is_set():
+            up = asyncio.ensure_future(self._up.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
             try:
-                async with asyncio.timeout(self.publish_timeout):
-                    await self._up.wait()
-            except TimeoutError:
+                await asyncio.wait(
+                    {up, stopped}, timeout=self.publish_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                up.cancel()
+                stopped.cancel()
+            self._check_open()  # closed while waiting: NotifierClosed
+            if not self._up.is_set():
                 self.failed += 1
                 raise NotifierUnavailable(
                     redact(self.url), f"not connected (last error: {self._lost_reason})"
@@ -188,6 +196,7 @@ class SupervisedNotifier(NotifierBase):
             raise NotifierUnavailable(redact(self.url), _describe(exc)) from exc
 
     async def _shutdown(self) -> None:
+        self._stopped.set()
         await self._tasks.stop()
         self._up.clear()
         await self._disconnect()
