@@ -268,3 +268,39 @@ async def test_a_node_whose_known_versions_are_stale_neither_misjudges_nor_miswr
             await one.append("s-1", [tidings.NewEvent("A", {})], expected_version=tidings.NO_STREAM)
         assert info.value.actual == 11
         assert [e.data["v"] async for e in one.read_stream("s-1")] == list(range(12))
+
+
+async def test_a_handler_s_session_changes_do_not_reach_the_next_user_of_its_connection(
+    pg_url: str,
+) -> None:
+    """The pool skips asyncpg's reset on release (tidings' statements leave no session
+    state); a connection lent to a transactional handler is reset before it returns."""
+    store = await tidings.connect(pg_url + "&max_size=2&min_size=2")
+    pids: set[int] = set()
+
+    async def handler(events: list[tidings.RecordedEvent], conn: Any) -> None:
+        pids.add(await conn.fetchval("SELECT pg_backend_pid()"))
+        await conn.execute("SET application_name = 'leaky-handler'")  # session-wide
+        await conn.execute("SELECT pg_advisory_lock(4242)")  # held past the transaction
+
+    async with store:
+        await store.append("leak-1", [tidings.NewEvent("E", {})])
+        async with store.subscribe("leaky", handler):
+            await store.wait_for(1)
+            async with asyncio.timeout(10):
+                while not [i for i in await store.subscriptions() if i.checkpoint == 1]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        pool: Any = store._pool  # type: ignore[attr-defined]
+        conns = [await pool.acquire() for _ in range(2)]
+        try:
+            seen = {await c.fetchval("SELECT pg_backend_pid()") for c in conns}
+            assert pids & seen, "the handler's connection is back in the pool"
+            for conn in conns:
+                assert await conn.fetchval("SHOW application_name") != "leaky-handler"
+            held = await conns[0].fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+            )
+            assert held == 0
+        finally:
+            for conn in conns:
+                await pool.release(conn)

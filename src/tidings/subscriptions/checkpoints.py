@@ -127,6 +127,7 @@ class PostgresCheckpoints:
     """Checkpoints in the store's schema, on the store's pool."""
 
     def __init__(self, store: Any) -> None:
+        self._store = store
         self._pool = store._pool
         self._q = load_queries("postgres", store.schema, "subscriptions.sql")
 
@@ -140,17 +141,16 @@ class PostgresCheckpoints:
         return None if value is None else int(value)
 
     async def advance(self, name: str, expected: int, new: int, work: Work | None) -> bool:  # noqa: D102
-        async with self._pool.acquire() as conn:
-            if work is None:
-                status = await conn.execute(self._q["advance_lazy"], name, expected, new)
-                return bool(status == "UPDATE 1")
-            async with conn.transaction():
-                # Take the checkpoint row first: a second runner waits instead of both writing.
-                status = await conn.execute(self._q["advance"], name, expected, new)
-                if status != "UPDATE 1":
-                    return False
-                await work(conn)
-            return True
+        if work is None:
+            status = await self._pool.execute(self._q["advance_lazy"], name, expected, new)
+            return bool(status == "UPDATE 1")
+        async with self._store.lend() as conn, conn.transaction():
+            # Take the checkpoint row first: a second runner waits instead of both writing.
+            status = await conn.execute(self._q["advance"], name, expected, new)
+            if status != "UPDATE 1":
+                return False
+            await work(conn)
+        return True
 
     async def set_state(self, name: str, state: str, error: str | None) -> None:  # noqa: D102
         await self._pool.execute(self._q["set_state"], name, state, error)

@@ -97,6 +97,7 @@ class PostgresGroups:
     """Partitions and members in the store's schema, on the store's pool."""
 
     def __init__(self, store: Any) -> None:
+        self._store = store
         self._pool = store._pool
         self._q = load_queries("postgres", store.schema, "groups.sql")
 
@@ -134,21 +135,20 @@ class PostgresGroups:
     async def move(  # noqa: D102
         self, name: str, partition: int, old: int, new: int, member: str, work: Work | None
     ) -> bool:
-        async with self._pool.acquire() as conn:
-            if work is None:
-                args = (name, partition, old, new, member)
-                return bool(await conn.execute(self._q["move_lazy"], *args) == "UPDATE 1")
-            try:
-                async with conn.transaction():
-                    # The handler first, the fence last: the partition row stays locked
-                    # only for the commit, so this member's heartbeat never waits on it.
-                    await work(conn)
-                    status = await conn.execute(self._q["move"], name, partition, old, new, member)
-                    if status != "UPDATE 1":
-                        raise _Fenced
-            except _Fenced:
-                return False
-            return True
+        if work is None:
+            args = (name, partition, old, new, member)
+            return bool(await self._pool.execute(self._q["move_lazy"], *args) == "UPDATE 1")
+        try:
+            async with self._store.lend() as conn, conn.transaction():
+                # The handler first, the fence last: the partition row stays locked
+                # only for the commit, so this member's heartbeat never waits on it.
+                await work(conn)
+                status = await conn.execute(self._q["move"], name, partition, old, new, member)
+                if status != "UPDATE 1":
+                    raise _Fenced
+        except _Fenced:
+            return False
+        return True
 
     async def leave(self, name: str, member: str) -> None:  # noqa: D102
         async with self._pool.acquire() as conn, conn.transaction():
