@@ -34,7 +34,7 @@ def through(proxy: TcpProxy, url: str) -> str:
     return parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
 
 
-@pytest.mark.parametrize("outage", ["cut", "down", "silent"])
+@pytest.mark.parametrize("outage", ["cut", "down", "silent", "stalled"])
 async def test_a_live_reader_misses_nothing_across_a_lost_server(
     pg_url: str, outage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -44,7 +44,8 @@ async def test_a_live_reader_misses_nothing_across_a_lost_server(
         # The follower reaches the database (pool and LISTEN connection) only through
         # the proxy, and polls rarely: it must recover by reconnecting, not by luck.
         follower = await tidings.connect(
-            through(proxy, pg_url),
+            # A statement on a connection that went silent gives up after a second.
+            through(proxy, pg_url) + "&command_timeout=1",
             poll_interval=0.5,
             notify=through(proxy, POSTGRES_URL)
             + "?keepalive=0.3&keepalive_timeout=0.3&backoff=0.05&backoff_max=0.2",
@@ -62,11 +63,14 @@ async def test_a_live_reader_misses_nothing_across_a_lost_server(
                 proxy.cut()
                 await asyncio.sleep(1.0)
                 proxy.refuse(False)
-            else:
+            elif outage == "silent":
                 proxy.pause()  # half-open: no reset, just silence
                 await asyncio.sleep(1.0)
                 proxy.cut()
                 proxy.resume()
+            else:
+                proxy.pause()  # half-open for good: only timeouts get the follower out
+
             await appends
             await asyncio.wait_for(reader, 30)
         finally:
@@ -75,3 +79,5 @@ async def test_a_live_reader_misses_nothing_across_a_lost_server(
     assert seen == list(range(1, TOTAL + 1))  # every event, once, in order
     # ...and the outage really hit the follower: its notifier lost the connection
     assert "notifier lost its connection" in caplog.text
+    if outage == "stalled":  # and the pool's silent connections gave up at command_timeout
+        assert "live read_all lost the store" in caplog.text

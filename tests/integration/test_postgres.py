@@ -251,6 +251,20 @@ async def test_numeric_options_from_the_url_are_integers(pg_url: str) -> None:
         assert [e.position async for e in store.read_all()] == list(range(1, 21))
 
 
+async def test_command_timeout_bounds_a_statement_and_is_checked(pg_url: str) -> None:
+    async with await tidings.connect(with_option(pg_url, "command_timeout", "0.2")) as store:
+        calls: Any = store.calls  # type: ignore[attr-defined]
+        with pytest.raises(TimeoutError):
+            await calls.execute("SELECT pg_sleep(2)")
+        await store.append("after-1", [tidings.NewEvent("A", {})])  # the pool goes on
+        assert await store.head() == 1
+    for bad in ["soon", "-1"]:
+        with pytest.raises(tidings.ConfigurationError, match="command_timeout"):
+            await tidings.connect(with_option(pg_url, "command_timeout", bad))
+    async with await tidings.connect(with_option(pg_url, "command_timeout", "none")) as store:
+        await store.calls.execute("SELECT pg_sleep(0.3)")  # type: ignore[attr-defined]
+
+
 async def test_a_node_whose_known_versions_are_stale_neither_misjudges_nor_miswrites(
     pg_url: str,
 ) -> None:

@@ -37,7 +37,7 @@ class PostgresSnapshots:
         """The snapshot of ``stream`` by ``name`` at ``projection_version``, if kept."""
         await self._ensure_table()
         try:
-            row = await self._store._pool.fetchrow(
+            row = await self._store.calls.fetchrow(
                 self._q["load"], stream, name, projection_version
             )
         except _DRIVER_ERRORS as exc:
@@ -50,7 +50,7 @@ class PostgresSnapshots:
         """Upsert the snapshot (a newer stored one of the same projection version stays)."""
         await self._ensure_table()
         try:
-            await self._store._pool.execute(
+            await self._store.calls.execute(
                 self._q["save"], stream, name, projection_version, version, state
             )
         except _DRIVER_ERRORS as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
@@ -50,7 +50,12 @@ _OPTIONS = {
     "max_batch_events",
     "max_event_bytes",
     "writers",
+    "command_timeout",
 }
+DEFAULT_COMMAND_TIMEOUT = 60.0
+_MIGRATION_TIMEOUT = 86_400.0
+_RESET_TIMEOUT = 10.0
+_CLOSE_TIMEOUT = 5.0
 _DRIVER_ERRORS: tuple[type[BaseException], ...]
 _CONNECTION_ERRORS = (
     OSError,
@@ -70,7 +75,10 @@ class PostgresStore(StoreFront):
     """An event store in a PostgreSQL database (``postgresql://user@host/db``).
 
     URL options: ``schema`` (default ``tidings``), ``min_size``/``max_size`` of the pool,
-    ``statement_cache_size=0`` behind a transaction-mode pooler such as PgBouncer.
+    ``statement_cache_size=0`` behind a transaction-mode pooler such as PgBouncer,
+    ``command_timeout`` (seconds a statement may take, 60; 0 for none): past it the
+    call raises ``StoreUnavailable`` and the connection is replaced, so a connection
+    that went silent (half-open) cannot hang a read or an append for good.
     Concurrent appends are committed together, one function call per batch.
     """
 
@@ -115,6 +123,7 @@ class PostgresStore(StoreFront):
         if not schema or len(schema) > 63:
             raise ConfigurationError(f"schema name {schema!r} is not usable")
         dsn = parts._replace(scheme="postgresql", query=urlencode(query)).geturl()
+        command_timeout = _seconds(options.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -122,6 +131,7 @@ class PostgresStore(StoreFront):
                 max_size=options.get("max_size", 10),
                 statement_cache_size=options.get("statement_cache_size", 100),
                 timeout=10,
+                command_timeout=command_timeout,
                 reset=_keep_session,
             )
         except _DRIVER_ERRORS as exc:
@@ -141,6 +151,24 @@ class PostgresStore(StoreFront):
             max_event_bytes=options.get("max_event_bytes"),
         )
 
+    @property
+    def calls(self) -> PoolCalls:
+        """The pool's query methods for the layers that keep tables beside the log
+        (checkpoints, leases, snapshots, views), each on a connection from ``_acquire``."""
+        return PoolCalls(self._acquire)
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection for tidings' own statements. One that stopped answering
+        (``command_timeout`` passed: a half-open connection, say) is closed rather than
+        given back, since asyncpg would wait on it for the cancelled statement's end."""
+        async with self._pool.acquire() as conn:
+            try:
+                yield conn
+            except TimeoutError:
+                conn.terminate()
+                raise
+
     @contextlib.asynccontextmanager
     async def lend(self) -> AsyncIterator[asyncpg.Connection]:
         """A pool connection for code that is not tidings' own (a handler writing beside
@@ -149,11 +177,15 @@ class PostgresStore(StoreFront):
         async with self._pool.acquire() as conn:
             try:
                 yield conn
+            except TimeoutError:
+                conn.terminate()  # it stopped answering: see _acquire
+                raise
             finally:
-                try:
-                    await conn.reset()
-                except Exception:
-                    conn.terminate()  # the pool replaces it
+                if not conn.is_closed():
+                    try:
+                        await conn.reset(timeout=_RESET_TIMEOUT)
+                    except Exception:
+                        conn.terminate()  # the pool replaces it
 
     def _identity(self) -> str:
         parts = urlsplit(self.url)
@@ -216,7 +248,7 @@ class PostgresStore(StoreFront):
         from a read. Optimistic rounds keep the head lock only for the final statement;
         after a few rounds lost to concurrent writers of the same streams, plan under it.
         """
-        async with self._pool.acquire() as conn:
+        async with self._acquire() as conn:
             plan = self._plan_from_known(groups)
             rounds = 0
             while rounds < _OPTIMISTIC_ROUNDS:
@@ -306,7 +338,7 @@ class PostgresStore(StoreFront):
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
         self._check_open()
         try:
-            async with self._pool.acquire() as conn:
+            async with self._acquire() as conn:
                 return list(await conn.fetch(query, *args))
         except _DRIVER_ERRORS as exc:
             raise self._unavailable(exc) from exc
@@ -379,7 +411,59 @@ class PostgresStore(StoreFront):
         for task in self._writers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._pool.close()
+        try:
+            # A graceful close waits for every connection to say goodbye; one that went
+            # silent never does.
+            await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "the pool did not close in %.0f s; its connections were cut", _CLOSE_TIMEOUT
+            )
+            self._pool.terminate()
+
+
+class PoolCalls:
+    """``execute``/``fetch``/``fetchval``/``fetchrow``/``acquire`` as on an asyncpg pool,
+    but a connection that stops answering is closed, not given back (``_acquire``)."""
+
+    def __init__(
+        self, acquire: Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
+    ) -> None:
+        self.acquire = acquire
+
+    async def execute(self, query: str, *args: Any) -> str:
+        """Run a statement; its status."""
+        async with self.acquire() as conn:
+            status: str = await conn.execute(query, *args)
+            return status
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        """Run a query; its rows."""
+        async with self.acquire() as conn:
+            return list(await conn.fetch(query, *args))
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        """Run a query; the first column of its first row."""
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        """Run a query; its first row."""
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+
+def _seconds(value: Any) -> float | None:
+    """``command_timeout``: seconds > 0, or 0 / "none" for no limit."""
+    if isinstance(value, str) and value.lower() == "none":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"command_timeout must be seconds, not {value!r}") from None
+    if seconds < 0 or seconds != seconds:
+        raise ConfigurationError(f"command_timeout must be seconds >= 0, not {value!r}")
+    return seconds or None
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -394,12 +478,17 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 async def _migrate(pool: asyncpg.Pool, schema: str) -> None:
     """Bring the schema up to date, one migrator at a time (advisory transaction lock)."""
     q = load_queries("postgres", schema)
+    # Waiting for another node's migration, or migrating a large table, may take longer
+    # than command_timeout: migrations have a day.
+    t = _MIGRATION_TIMEOUT
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(q["migrate_lock"], schema)
-        await conn.execute(q["create_schema"])
-        await conn.execute(q["create_migrations"])
-        applied = {r[0] for r in await conn.fetch(q["applied_migrations"])}
+        await conn.execute(q["migrate_lock"], schema, timeout=t)
+        await conn.execute(q["create_schema"], timeout=t)
+        await conn.execute(q["create_migrations"], timeout=t)
+        applied = {r[0] for r in await conn.fetch(q["applied_migrations"], timeout=t)}
         for migration in migrations("postgres", schema):
             if migration.version not in applied:
-                await conn.execute(migration.sql)
-                await conn.execute(q["record_migration"], migration.version, migration.name)
+                await conn.execute(migration.sql, timeout=t)
+                await conn.execute(
+                    q["record_migration"], migration.version, migration.name, timeout=t
+                )

@@ -128,7 +128,7 @@ class PostgresCheckpoints:
 
     def __init__(self, store: Any) -> None:
         self._store = store
-        self._pool = store._pool
+        self._pool = store.calls
         self._q = load_queries("postgres", store.schema, "subscriptions.sql")
 
     async def ensure(self, name: str, start: int) -> int:  # noqa: D102

@@ -98,7 +98,7 @@ class PostgresGroups:
 
     def __init__(self, store: Any) -> None:
         self._store = store
-        self._pool = store._pool
+        self._pool = store.calls
         self._q = load_queries("postgres", store.schema, "groups.sql")
 
     async def ensure(self, name: str, partitions: int, start: int) -> None:  # noqa: D102

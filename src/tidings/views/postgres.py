@@ -59,11 +59,11 @@ class PostgresViewRows:
         self._store._check_open()
         try:
             if keys is None:
-                found = await self._store._pool.fetch(
+                found = await self._store.calls.fetch(
                     self._q["read_every"], view, subscription, after
                 )
             else:
-                found = await self._store._pool.fetch(
+                found = await self._store.calls.fetch(
                     self._q["read_keys"], view, subscription, after, keys
                 )
         except _DRIVER_ERRORS as exc:
