@@ -318,3 +318,29 @@ async def test_a_handler_s_session_changes_do_not_reach_the_next_user_of_its_con
         finally:
             for conn in conns:
                 await pool.release(conn)
+
+
+async def test_migration_5_keeps_events_written_as_jsonb(
+    pg_url: str, admin: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store created before migration 5 (data as jsonb) is migrated to json in place:
+    every event reads back the same, and appends go on."""
+    import tidings.store.postgres as pg_module
+
+    schema = pg_url.rsplit("schema=", 1)[1]
+    first_four = [m for m in migrations("postgres", schema) if m.version <= 4]
+    monkeypatch.setattr(pg_module, "migrations", lambda dialect, s: first_four)
+    data = [{"b": 1, "a": [1.5, None, "é"], "nested": {"z": True}}, [1, 2], "text", 7, None]
+    async with await tidings.connect(pg_url) as store:
+        await store.append("old-1", [tidings.NewEvent("E", d, {"k": "v"}) for d in data])
+    kinds = "SELECT data_type FROM information_schema.columns WHERE table_schema = $1"
+    kinds += " AND table_name = 'events' AND column_name = 'data'"
+    assert await admin.fetchval(kinds, schema) == "jsonb"
+    monkeypatch.undo()
+    async with await tidings.connect(pg_url) as store:
+        events = [e async for e in store.read_all()]
+        assert [e.data for e in events] == data
+        assert {e.metadata["k"] for e in events} == {"v"}
+        await store.append("old-1", [tidings.NewEvent("E", {"after": 1})], expected_version=4)
+        assert [e.data async for e in store.read_stream("old-1", from_version=5)] == [{"after": 1}]
+    assert await admin.fetchval(kinds, schema) == "json"

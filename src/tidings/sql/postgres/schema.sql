@@ -33,8 +33,8 @@ CREATE TABLE {schema}.events (
     stream text NOT NULL,
     version bigint NOT NULL,
     type text NOT NULL,
-    data jsonb NOT NULL,
-    metadata jsonb NOT NULL,
+    data json NOT NULL,
+    metadata json NOT NULL,
     time timestamptz NOT NULL,
     category text NOT NULL,
     audit_id bigint
@@ -73,13 +73,13 @@ DECLARE
     v_time timestamptz;
     v_audit bigint[] := ARRAY[]::bigint[];
     v_id bigint;
-    v_data jsonb[];
-    v_metadata jsonb[];
+    v_data json[];
+    v_metadata json[];
     k integer;
 BEGIN
-    -- Parse the JSON before taking the lock: concurrent writers do this part in parallel.
-    v_data := e_data::jsonb[];
-    v_metadata := e_metadata::jsonb[];
+    -- Check the JSON before taking the lock: concurrent writers do this part in parallel.
+    v_data := e_data::json[];
+    v_metadata := e_metadata::json[];
     SELECT h.position, h.time INTO v_head, v_time FROM {schema}.head h WHERE h.id = 1 FOR UPDATE;
     PERFORM 1
     FROM unnest(c_stream, c_version) AS c(stream, version)
