@@ -128,8 +128,9 @@ class SQLiteStore(StoreFront):
 
     def side_connection(self, synchronous: str | None = None) -> sqlite3.Connection:
         """A new connection to the store's file, set up as the store's own (autocommit,
-        busy timeout, ``synchronous``), for layers that keep tables beside the log
-        (checkpoints, snapshots, views). The caller closes it."""
+        busy timeout, ``synchronous``); the caller closes it. For reading, or for tools:
+        writes beside the log should go through ``side`` (a second writing connection
+        makes the store's writer wait for SQLite's lock)."""
         try:
             conn = sqlite3.connect(
                 self.path,
