@@ -84,6 +84,12 @@ class NatsNotifier(SupervisedNotifier):
     async def _listen_now(self, channels: list[str]) -> None:
         for channel in channels:
             self._subs[channel] = await self._nc.subscribe(channel, cb=self._on_message)
+        # nats-py (2.16) writes a flush's PING straight to the socket, while the SUBs
+        # wait in its buffer for its flusher task: the first PONG can come back before
+        # the server has read them, and a message published on another connection
+        # right after would find no subscriber. By the time that PONG arrives the
+        # flusher has written the SUBs, so a second round trip confirms them.
+        await self._nc.flush(timeout=self.keepalive_timeout)
         await self._nc.flush(timeout=self.keepalive_timeout)
 
     async def _unlisten_now(self, channels: list[str]) -> None:
