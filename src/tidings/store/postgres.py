@@ -99,6 +99,9 @@ class PostgresStore(StoreFront):
         self.page_size = page_size
         self.max_batch_events = max_batch_events
         self._pool = pool
+        self.calls = PoolCalls(self._acquire)
+        """The pool's query methods for tidings' own statements, here and in the layers
+        that keep tables beside the log (checkpoints, leases, snapshots, views)."""
         self._q = load_queries("postgres", schema)
         self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=_MAX_PENDING)
         self._inflight = 0
@@ -150,12 +153,6 @@ class PostgresStore(StoreFront):
             writers=options.get("writers", 2),
             max_event_bytes=options.get("max_event_bytes"),
         )
-
-    @property
-    def calls(self) -> PoolCalls:
-        """The pool's query methods for the layers that keep tables beside the log
-        (checkpoints, leases, snapshots, views), each on a connection from ``_acquire``."""
-        return PoolCalls(self._acquire)
 
     @contextlib.asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
@@ -338,8 +335,7 @@ class PostgresStore(StoreFront):
     async def _fetch(self, query: str, *args: Any) -> list[Any]:
         self._check_open()
         try:
-            async with self._acquire() as conn:
-                return list(await conn.fetch(query, *args))
+            return await self.calls.fetch(query, *args)
         except _DRIVER_ERRORS as exc:
             raise self._unavailable(exc) from exc
 
