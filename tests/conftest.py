@@ -13,12 +13,13 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import pytest
 
 import tidings
+from tests.served import Spares
 
 POSTGRES_URL = os.environ.get(
     "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -28,6 +29,12 @@ NATS_URL = os.environ.get("TIDINGS_TEST_NATS_URL", "nats://127.0.0.1:4222")
 IN_CI = os.environ.get("CI") == "true"
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 DURABLE_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# The remote store, against a real `tidings serve` on SQLite and on PostgreSQL: for the
+# suites marked `remote`.
+REMOTE_BACKENDS = [
+    "http-sqlite",
+    pytest.param("http-postgres", marks=pytest.mark.postgres),
+]
 NOTIFIER_BACKENDS = [
     "memory",
     pytest.param("postgres", marks=pytest.mark.postgres),
@@ -146,8 +153,33 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield "memory://"
     elif backend == "sqlite":
         yield request.getfixturevalue("sqlite_url")
-    else:
+    elif backend == "postgres":
         yield request.getfixturevalue("pg_url")
+    else:
+        if backend == "http-postgres":
+            require_postgres()
+        server = request.getfixturevalue("spare_servers").take(backend)
+        try:
+            yield server.url
+        finally:
+            server.stop()
+            if backend == "http-postgres":
+                schema = dict(parse_qsl(urlsplit(server.store).query))["schema"]
+                asyncio.run(pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture(scope="session")
+def spare_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spares]:
+    """Real ``tidings serve`` processes on empty stores, started ahead of the tests."""
+
+    def make_store(backend: str) -> str:
+        if backend == "http-sqlite":
+            return f"sqlite:///{tmp_path_factory.mktemp('served') / 'events.db'}"
+        return with_option(POSTGRES_URL, "schema", "t_" + uuid.uuid4().hex[:16])
+
+    spares = Spares(make_store)
+    yield spares
+    spares.close()
 
 
 @pytest.fixture
@@ -166,4 +198,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("notifier_url", NOTIFIER_BACKENDS, indirect=True)
     if "store_url" in metafunc.fixturenames:
         durable = metafunc.definition.get_closest_marker("durable") is not None
-        metafunc.parametrize("store_url", DURABLE_BACKENDS if durable else BACKENDS, indirect=True)
+        backends = list(DURABLE_BACKENDS if durable else BACKENDS)
+        if metafunc.definition.get_closest_marker("remote") is not None:
+            backends += REMOTE_BACKENDS
+        metafunc.parametrize("store_url", backends, indirect=True)

@@ -10,8 +10,10 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     │   ├── PayloadTooLarge     a notification over the backend's payload limit
     │   ├── InvalidHubKey       a hub key that is not a tuple of 64-bit signed ints
     │   ├── InvalidHubValue     a hub value with no exact JSON form
-    │   └── InvalidHubPayload   a hub payload that does not decode to a key and value
+    │   ├── InvalidHubPayload   a hub payload that does not decode to a key and value
+    │   └── NotFound            (also a LookupError) no such subscription, view or resource
     ├── ConfigurationError      bad URL, unknown scheme, missing extra
+    ├── AccessDenied            (also a PermissionError) a server refused the caller (401/403)
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
     ├── DuplicateEventId        an event id already stored with different content
     ├── StoreUnavailable        the database cannot be reached (URL shown without password)
@@ -210,3 +212,19 @@ class ViewError(TidingsError):
 
 class ViewClosed(TidingsError, RuntimeError):
     """A state view was used after ``close()``."""
+
+
+class NotFound(InvalidInput, LookupError):
+    """No such resource: a subscription, a view, or a server route."""
+
+
+class AccessDenied(TidingsError, PermissionError):
+    """A server refused the caller: no or bad credentials (401) or not allowed (403)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.code, str(self)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from tidings.client import open_remote
 from tidings.errors import ConfigurationError
 from tidings.notify import connect as connect_notifier
 from tidings.notify.base import NotifierBase
@@ -20,12 +21,18 @@ async def connect(
 ) -> StoreFront:
     """Open the store at ``url`` and wire a notifier to it for live reads.
 
+    ``http://`` and ``https://`` URLs open the remote store of a tidings server
+    (``token=`` for auth); its server's notifier wakes its live reads.
+
     ``notify`` is a notifier URL (``redis://...``, ``nats://...``, ``postgresql://...``),
     an open notifier (left open on close), ``None`` (only this process's commits wake
     readers at once; other processes' are seen by polling), or ``"auto"``: LISTEN/NOTIFY
     on the same database for PostgreSQL, none for SQLite and memory. Other options
     are the store's (see ``tidings.store.connect``).
     """
+    if urlsplit(url).scheme in ("http", "https") if isinstance(url, str) else False:
+        remote: StoreFront = await open_remote(url, **options)
+        return remote  # the server's own notifier wakes its live readers
     store = await connect_store(url, **options)
     try:
         notifier, owned = await _notifier_for(url, notify)

@@ -16,6 +16,8 @@ import pytest
 import tidings
 from tidings import ANY, NO_STREAM, STREAM_EXISTS, Audit, Filter, NewEvent
 
+pytestmark = pytest.mark.remote
+
 
 def ev(type_: str = "Happened", data: object = None, **kw: object) -> NewEvent:
     return NewEvent(type_, {"n": 1} if data is None else data, **kw)  # type: ignore[arg-type]

@@ -423,6 +423,14 @@ class StoreFront(abc.ABC):
                 yield info
 
     @abc.abstractmethod
+    async def stream_version(self, stream: str) -> int | None:
+        """A stream's last version, or None if it does not exist."""
+
+    @abc.abstractmethod
+    async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
+        """The audit record of the transaction that wrote an event (or position), if any."""
+
+    @abc.abstractmethod
     async def _stream_page(
         self, stream: str, version: int, size: int, backwards: bool
     ) -> list[RecordedEvent]:

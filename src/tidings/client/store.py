@@ -1,0 +1,342 @@
+"""``RemoteStore``: the EventStore protocol over a tidings server's HTTP API (aiohttp).
+
+It validates input as the local backends do (nothing bad is sent), maps every error
+response back to the exception a local backend raises, and follows the log live
+over Server-Sent Events, resuming by itself from the last position it yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+
+from tidings.client.sse import SSEParser
+from tidings.codec import PreparedAppend
+from tidings.errors import StoreUnavailable, TidingsError
+from tidings.events import (
+    AppendResult,
+    AuditRecord,
+    Filter,
+    RecordedEvent,
+    StreamInfo,
+    expected_from_code,
+)
+from tidings.store import redact
+from tidings.store.base import StoreFront, check_limit, check_page_size, check_position
+from tidings.store.planner import Group
+from tidings.wire import (
+    ErrorBody,
+    Head,
+    LogPage,
+    StreamPage,
+    StreamsPage,
+    StreamVersion,
+    TransactionResult,
+    encoder,
+    error_from_body,
+    expected_to_wire,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("tidings.client")
+_RETRY_FIRST = 0.05
+_RETRY_MAX = 2.0
+
+
+class _Event(msgspec.Struct, omit_defaults=True):
+    type: str
+    data: msgspec.Raw
+    metadata: msgspec.Raw
+    id: str | None = None
+
+
+class _Append(msgspec.Struct, omit_defaults=True):
+    events: list[_Event]
+    expected_version: int | str | None = None
+
+
+class _StreamAppend(msgspec.Struct, omit_defaults=True):
+    stream: str
+    events: list[_Event]
+    expected_version: int | str | None = None
+
+
+class _Audit(msgspec.Struct):
+    user: str
+    extra: dict[str, Any]
+
+
+class _Transaction(msgspec.Struct, omit_defaults=True):
+    appends: list[_StreamAppend]
+    audit: _Audit | None = None
+
+
+def _events(append: PreparedAppend) -> list[_Event]:
+    return [
+        _Event(
+            e.type, msgspec.Raw(e.data), msgspec.Raw(e.metadata), str(e.id) if e.id_given else None
+        )
+        for e in append.events
+    ]
+
+
+def _expected(append: PreparedAppend) -> int | str | None:
+    code = append.expected
+    return None if code == -1 else expected_to_wire(expected_from_code(code))
+
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decode(data: bytes, type_: type[T]) -> T:
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    value: T = decoder.decode(data)
+    return value
+
+
+class RemoteStore(StoreFront):
+    """An event store on a tidings server, spoken to over HTTP: ``http://host:port``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        page_size: int = 1000,
+        max_event_bytes: int | None = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            from tidings.errors import ConfigurationError
+
+            raise ConfigurationError(f"unknown option(s) {sorted(unknown)} for {redact(url)}")
+        options: dict[str, Any] = {"page_size": page_size}
+        if max_event_bytes is not None:
+            options["max_event_bytes"] = max_event_bytes
+        super().__init__(url, **options)
+        self.base = url.split("?", 1)[0].rstrip("/")
+        self.timeout = timeout
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._headers = headers
+        self._session: aiohttp.ClientSession | None = None
+        self._calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _identity(self) -> str:
+        return f"remote:{self.base}"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session, opened on first use."""
+        self._check_open()
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            )
+        return self._session
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        type_: type[T],
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        body: bytes | None = None,
+        missing: T | None = None,
+    ) -> T:
+        """One request; the decoded answer, ``missing`` on 404 when given, else the error."""
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        session = self.session
+        self._calls += 1
+        self._idle.clear()
+        try:
+            async with session.request(
+                method, self.base + path, params=params, data=body, headers=headers
+            ) as response:
+                data = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._calls -= 1
+            if not self._calls:
+                self._idle.set()
+        if status < 300:
+            return _decode(data, type_)
+        if status == 404 and missing is not None:
+            return missing
+        raise self._error(status, data)
+
+    def _error(self, status: int, data: bytes) -> TidingsError:
+        try:
+            body = _decode(data, ErrorBody)
+        except msgspec.MsgspecError:
+            body = ErrorBody("http_error", f"HTTP {status}: {data[:200]!r}")
+        return error_from_body(status, body, redact(self.url))
+
+    async def _commit(self, group: Group) -> list[AppendResult]:
+        appends = group.appends
+        if len(appends) == 1 and group.audit is None:
+            [one] = appends
+            body = encoder.encode(_Append(_events(one), _expected(one)))
+            path = f"/streams/{quote(one.stream, safe='')}/events"
+            return [await self._call("POST", path, AppendResult, body=body)]
+        audit = None if group.audit is None else _Audit(group.audit.user, group.audit.extra)
+        parts = [_StreamAppend(a.stream, _events(a), _expected(a)) for a in appends]
+        body = encoder.encode(_Transaction(parts, audit))
+        result = await self._call("POST", "/transactions", TransactionResult, body=body)
+        return result.results
+
+    async def _stream_page(
+        self, stream: str, version: int, size: int, backwards: bool
+    ) -> list[RecordedEvent]:
+        params = {
+            "from_version": version,
+            "limit": size,
+            "direction": "backward" if backwards else "forward",
+        }
+        path = f"/streams/{quote(stream, safe='')}/events"
+        page = await self._call("GET", path, StreamPage, params=params)
+        return page.events
+
+    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
+        params = [("from_position", after), ("limit", size), *_filter_params(filter)]
+        page = await self._call("GET", "/events", LogPage, params=params)
+        return page.events
+
+    async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:
+        params: dict[str, Any] = {"limit": size}
+        if prefix:
+            params["prefix"] = prefix
+        if after:
+            params["after"] = after
+        page = await self._call("GET", "/streams", StreamsPage, params=params)
+        return page.streams
+
+    async def stream_version(self, stream: str) -> int | None:
+        """A stream's last version, or None if it does not exist."""
+        self._check_open()
+        path = f"/streams/{quote(stream, safe='')}"
+        found = await self._call("GET", path, StreamVersion, missing=StreamVersion(stream, None))
+        return found.version
+
+    async def head(self) -> int:
+        """The last committed position, 0 when the store is empty."""
+        return (await self._call("GET", "/head", Head)).head
+
+    async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
+        """The audit record of the transaction that wrote an event (or position), if any."""
+        self._check_open()
+        position = event.position if isinstance(event, RecordedEvent) else event
+        check_position(position, "position")
+        if position == 0:
+            return None
+        try:
+            return await self._call("GET", f"/events/{position}/audit", AuditRecord)
+        except LookupError:
+            return None
+
+    async def read_all_pages(
+        self,
+        from_position: int = 0,
+        filter: Filter | None = None,
+        limit: int | None = None,
+        follow: bool = False,
+        page_size: int | None = None,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """``read_all`` a page at a time; with ``follow=True``, live over SSE."""
+        if not follow:
+            async for page in super().read_all_pages(
+                from_position, filter, limit, False, page_size
+            ):
+                yield page
+            return
+        self._check_open()
+        position = check_position(from_position, "from_position")
+        remaining = check_limit(limit)
+        size = self.page_size if page_size is None else check_page_size(page_size)
+        retry = _RETRY_FIRST
+        while remaining is None or remaining > 0:
+            try:
+                async for page in self._live_pages(position, filter, size):
+                    retry = _RETRY_FIRST
+                    if remaining is not None:
+                        page = page[:remaining]
+                        remaining -= len(page)
+                    position = page[-1].position
+                    yield page
+                    if remaining == 0:
+                        return
+            except StoreUnavailable as exc:
+                self._check_open()
+                log.warning("live read lost the server (%s); resuming in %.2f s", exc, retry)
+            self._check_open()
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, _RETRY_MAX)
+
+    async def _live_pages(
+        self, after: int, filter: Filter | None, size: int
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Pages from one SSE connection, until it ends or breaks (StoreUnavailable)."""
+        params: list[tuple[str, Any]] = [("from_position", after)]
+        params += _filter_params(filter, pattern=True)
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=60)
+        parser = SSEParser()
+        try:
+            async with self.session.get(
+                self.base + "/events/live", params=params, headers=headers, timeout=timeout
+            ) as response:
+                if response.status >= 300:
+                    raise self._error(response.status, await response.read())
+                async for chunk in response.content.iter_any():
+                    page = [
+                        _decode(data.encode(), RecordedEvent)
+                        for kind, data in parser.feed(chunk)
+                        if kind == "message" and data
+                    ]
+                    while page:
+                        yield page[:size]
+                        page = page[size:]
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Let requests already made finish (appends included), then close the session."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._watch.close()
+        if self._session is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await self._idle.wait()
+            await self._session.close()
+
+
+def _filter_params(filter: Filter | None, pattern: bool = False) -> list[tuple[str, str]]:
+    if filter is None:
+        return []
+    params = [("category", c) for c in filter.categories or ()]
+    params += [("type", t) for t in filter.types or ()]
+    if filter.stream_prefix:
+        params.append(("stream_prefix", filter.stream_prefix))
+    if pattern and filter.stream_pattern:
+        params.append(("stream_pattern", filter.stream_pattern))
+    return params

@@ -1,0 +1,76 @@
+"""``create_app``: the tidings server as one ASGI app, to run or to mount."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from tidings.server import errors, openapi
+from tidings.server.live import LiveLog
+from tidings.server.node import Node
+from tidings.server.routes import health, live, store
+from tidings.server.settings import Settings
+from tidings.store import EventStore
+
+DESCRIPTION = """A durable event store over HTTP: append to streams with optimistic
+concurrency, read streams and the global log, follow it live over Server-Sent Events.
+Every error is `{"error": code, "message": ..., details}`."""
+
+
+def create_app(
+    store_or_url: EventStore | str | None = None, settings: Settings | None = None
+) -> FastAPI:
+    """The tidings server for ``store_or_url`` (an open store, or a URL to open).
+
+    A store given open is left open when the app stops; a URL is opened when the app
+    starts (its lifespan) and closed when it stops. Mount it in your own app with
+    ``app.mount("/events", create_app(store))``.
+    """
+    settings = settings or Settings()
+    target = settings.store if store_or_url is None else store_or_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        node = await _open(target, settings)
+        app.state.tidings = node
+        try:
+            yield
+        finally:
+            await node.close()
+
+    from tidings import __version__
+
+    app = FastAPI(
+        title="tidings",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    openapi.install(app)
+    for module in (live, store, health):  # live first: its paths end in /live
+        app.include_router(module.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-API-Key"],
+            expose_headers=["Retry-After"],
+        )
+    return app
+
+
+async def _open(target: EventStore | str, settings: Settings) -> Node:
+    if isinstance(target, str):
+        from tidings.wiring import connect
+
+        notify = None if settings.notify in (None, "", "none") else settings.notify
+        opened = await connect(target, notify=notify)
+        return Node(opened, settings, True, LiveLog(opened, settings.max_page))
+    return Node(target, settings, False, LiveLog(target, settings.max_page))

@@ -1,0 +1,190 @@
+"""Streams, the global log, transactions, audit and head: the store over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from tidings.errors import InvalidInput
+from tidings.events import AppendResult, Audit, AuditRecord, Filter
+from tidings.server.body import decode_body, reply
+from tidings.server.errors import ApiError
+from tidings.server.node import Node, node_of
+from tidings.server.openapi import body_of, responses
+from tidings.wire import (
+    AppendBody,
+    Head,
+    LogPage,
+    StreamPage,
+    StreamsPage,
+    StreamVersion,
+    TransactionBody,
+    TransactionResult,
+    expected_from_wire,
+)
+
+router = APIRouter()
+NodeDep = Annotated[Node, Depends(node_of)]
+Limit = Annotated[int | None, Query(ge=0, description="the most items to return")]
+
+
+def page_limit(node: Node, limit: int | None) -> int:
+    """The page size a read asked for, capped at the server's ``max_page``."""
+    return node.settings.max_page if limit is None else min(limit, node.settings.max_page)
+
+
+def log_filter(
+    category: list[str] | None,
+    type: list[str] | None,
+    stream_prefix: str | None,
+    stream_pattern: str | None,
+) -> Filter | None:
+    """The log filter a query string asks for (None: everything)."""
+    for what, names in (("category", category), ("type", type)):
+        if names is not None and not all(names):
+            raise InvalidInput(f"{what} must not be empty")
+    found = Filter(category, stream_prefix, type, stream_pattern)
+    return None if found.is_empty else found
+
+
+@router.post(
+    "/streams/{stream:path}/events",
+    status_code=201,
+    summary="Append events to a stream",
+    openapi_extra=body_of(AppendBody),
+    responses=responses(AppendResult, 201, errors=(400, 409, 413, 415, 422, 503)),
+)
+async def append(stream: str, request: Request, node: NodeDep) -> Response:
+    """Append events atomically if the stream is at ``expected_version`` (default: any).
+
+    Idempotent by event id: the same ids with the same content return the first result.
+    """
+    body = await decode_body(request, AppendBody, node.settings.max_body_bytes)
+    expected = expected_from_wire(body.expected_version)
+    result = await node.store.append(stream, body.events, expected)
+    return reply(result, 201)
+
+
+@router.get(
+    "/streams/{stream:path}/events",
+    summary="Read a stream",
+    responses=responses(StreamPage, errors=(400, 422, 503)),
+)
+async def read_stream(
+    stream: str,
+    node: NodeDep,
+    from_version: Annotated[int | None, Query(ge=0)] = None,
+    limit: Limit = None,
+    direction: Literal["forward", "backward"] = "forward",
+) -> Response:
+    """A page of a stream's events from ``from_version``, forwards or backwards."""
+    size = page_limit(node, limit)
+    backwards = direction == "backward"
+    events = [
+        e
+        async for e in node.store.read_stream(stream, from_version, limit=size, backwards=backwards)
+    ]
+    following: int | None = None
+    if size and len(events) == size:
+        last = events[-1].version
+        following = (last - 1 if last > 0 else None) if backwards else last + 1
+    return reply(StreamPage(stream, events, following))
+
+
+@router.get(
+    "/streams/{stream:path}",
+    summary="A stream's last version",
+    responses=responses(StreamVersion, errors=(404, 503)),
+)
+async def stream_version(stream: str, node: NodeDep) -> Response:
+    """The stream's last version; 404 when it has no events."""
+    version = await node.store.stream_version(stream)
+    if version is None:
+        raise ApiError(404, "not_found", f"stream {stream!r} does not exist", stream=stream)
+    return reply(StreamVersion(stream, version))
+
+
+@router.get(
+    "/streams",
+    summary="List streams",
+    responses=responses(StreamsPage, errors=(422, 503)),
+)
+async def list_streams(
+    node: NodeDep,
+    prefix: str | None = None,
+    after: Annotated[str | None, Query(description="the last name of the previous page")] = None,
+    limit: Limit = None,
+) -> Response:
+    """Streams in name order with their last version, a page at a time."""
+    size = page_limit(node, limit)
+    found = [s async for s in node.store.list_streams(prefix=prefix, after=after, limit=size)]
+    following = found[-1].name if size and len(found) == size else None
+    return reply(StreamsPage(found, following))
+
+
+@router.get(
+    "/events",
+    summary="Read the global log",
+    responses=responses(LogPage, errors=(400, 422, 503)),
+)
+async def read_log(
+    node: NodeDep,
+    from_position: Annotated[int, Query(ge=0, description="read events after this")] = 0,
+    limit: Limit = None,
+    category: Annotated[list[str] | None, Query()] = None,
+    type: Annotated[list[str] | None, Query()] = None,
+    stream_prefix: str | None = None,
+    stream_pattern: Annotated[str | None, Query(description="a regular expression")] = None,
+) -> Response:
+    """Events with a position above ``from_position`` that pass the filters.
+
+    ``next`` is the ``from_position`` to read on from: past every event of this page, and
+    past the stretch the filters dropped.
+    """
+    found = log_filter(category, type, stream_prefix, stream_pattern)
+    size = page_limit(node, limit)
+    head = await node.store.head()
+    events = [e async for e in node.store.read_all(from_position, found, limit=size)]
+    last = events[-1].position if events else from_position
+    following = last if size and len(events) == size else max(last, head, from_position)
+    return reply(LogPage(events, following, max(head, last)))
+
+
+@router.get(
+    "/events/{position}/audit",
+    summary="The audit record of an event's transaction",
+    responses=responses(AuditRecord, errors=(404, 422, 503)),
+)
+async def audit(position: int, node: NodeDep) -> Response:
+    """The audit record of the transaction that wrote the event at ``position``."""
+    if position < 1:
+        raise ApiError(404, "not_found", f"no event at position {position}")
+    record = await node.store.audit(position)
+    if record is None:
+        raise ApiError(404, "not_found", f"no audit record for position {position}")
+    return reply(record)
+
+
+@router.get("/head", summary="The last committed position", responses=responses(Head))
+async def head(node: NodeDep) -> Response:
+    """The last committed position (0 when the store is empty)."""
+    return reply(Head(await node.store.head()))
+
+
+@router.post(
+    "/transactions",
+    status_code=201,
+    summary="Append to several streams atomically",
+    openapi_extra=body_of(TransactionBody),
+    responses=responses(TransactionResult, 201, errors=(400, 409, 413, 415, 422, 503)),
+)
+async def transaction(request: Request, node: NodeDep) -> Response:
+    """All the appends land or none does, with one audit record."""
+    body = await decode_body(request, TransactionBody, node.settings.max_body_bytes)
+    audit = None if body.audit is None else Audit(body.audit.user, body.audit.extra)
+    tx = node.store.transaction(audit)
+    for part in body.appends:
+        tx.append(part.stream, part.events, expected_from_wire(part.expected_version))
+    return reply(TransactionResult(await tx.commit()), 201)

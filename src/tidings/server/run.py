@@ -1,0 +1,80 @@
+"""Run the server with uvicorn: bind, say where, and stop cleanly on SIGTERM or SIGINT.
+
+On a stop signal the server stops accepting connections, lets requests in flight
+(appends included) finish, ends every live stream with a last ``retry:``, then closes
+the store; all within ``shutdown_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+from tidings.errors import ConfigurationError
+from tidings.server.app import create_app
+from tidings.server.node import Node
+from tidings.server.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve without auth on an address other machines can reach."""
+    if not is_loopback(settings.host) and not settings.insecure:
+        raise ConfigurationError(
+            f"refusing to serve on {settings.host} without authentication: bind a loopback "
+            "address, configure auth, or pass --insecure"
+        )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which tells live streams to end before it waits for them."""
+
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, on_listen: Callable[[str], None]
+    ) -> None:
+        super().__init__(config)
+        self._app = app
+        self._on_listen = on_listen
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit or not self.servers:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        self._on_listen(f"http://{shown}:{port}")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        node: Node | None = getattr(self._app.state, "tidings", None)
+        if node is not None:
+            node.begin_stop()
+        await super().shutdown(sockets)
+
+
+def serve(settings: Settings, on_listen: Callable[[str], None] | None = None) -> None:
+    """Serve ``settings.store`` until a stop signal; ``on_listen(base_url)`` once bound."""
+    check_exposure(settings)
+    app = create_app(settings.store, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        access_log=False,  # query strings can carry tokens: never log them
+        timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout)),
+        log_level="info",
+    )
+    _Server(config, app, on_listen or (lambda url: None)).run()

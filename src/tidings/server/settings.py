@@ -1,0 +1,103 @@
+"""The server's settings: command-line options over ``TIDINGS_*`` variables over a TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tidings.errors import ConfigurationError
+
+DEFAULT_PORT = 8700
+DEFAULT_STORE = "sqlite:///./tidings.db"
+
+
+class Settings(BaseSettings):
+    """Everything ``tidings serve`` and ``create_app`` can be told.
+
+    Each field is also read from ``TIDINGS_<NAME>`` (``TIDINGS_STORE``, ``TIDINGS_PORT``...)
+    and from a TOML file given to ``Settings.load`` (``tidings serve --config``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid")
+
+    store: str = Field(
+        default=DEFAULT_STORE, description="store URL: sqlite:///file, postgresql://..."
+    )
+    notify: str | None = Field(
+        default="auto",
+        description="notifier URL (redis://, nats://, postgresql://), 'auto' or none",
+    )
+    host: str = Field(default="127.0.0.1", description="address to bind")
+    port: int = Field(
+        default=DEFAULT_PORT, ge=0, le=65535, description="port to bind (0: any free)"
+    )
+    insecure: bool = Field(default=False, description="allow no auth on a non-loopback address")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="request body limit")
+    max_page: int = Field(
+        default=1000, ge=1, le=100_000, description="the most events one read returns"
+    )
+    sse_max_clients: int = Field(
+        default=2000, ge=1, description="live (SSE) clients at once, past it 503"
+    )
+    sse_heartbeat: float = Field(
+        default=15.0, gt=0, le=15.0, description="seconds between heartbeats"
+    )
+    sse_retry_ms: int = Field(
+        default=1000, ge=0, description="the reconnect delay SSE clients are told"
+    )
+    sse_queue_events: int = Field(
+        default=10_000, ge=1, description="events queued for one live client"
+    )
+    sse_queue_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="bytes queued per client"
+    )
+    sse_send_timeout: float = Field(
+        default=30.0, gt=0, description="seconds a stuck client is waited on"
+    )
+    idle_position_every: float = Field(
+        default=5.0,
+        gt=0,
+        description="seconds between id-only events while a filter drops everything",
+    )
+    shutdown_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to finish work on SIGTERM"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS")
+
+    _toml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Options given in code win over the environment, which wins over the file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config: Path | str | None = None, **options: Any) -> Settings:
+        """Settings from ``options`` (None values ignored), the environment and ``config``."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if config is None:
+            return cls(**given)
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigurationError(f"config file {path} does not exist")
+        reader = type("FileSettings", (cls,), {"_toml_file": path})
+        loaded: Settings = reader(**given)
+        return loaded

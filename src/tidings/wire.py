@@ -1,0 +1,238 @@
+"""The HTTP wire format, shared by the server and the remote store. No I/O.
+
+Request and response bodies are msgspec Structs: the server decodes and encodes with
+them, the remote store does the same on its side, and the OpenAPI document is built
+from them, so the three never disagree. ``ERRORS`` is the one table that maps each
+tidings error to its HTTP status and code, read both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from tidings.errors import (
+    AccessDenied,
+    ConfigurationError,
+    DuplicateEventId,
+    InvalidEvent,
+    InvalidExpectedVersion,
+    InvalidInput,
+    NotFound,
+    StoreClosed,
+    StoreUnavailable,
+    TidingsError,
+    WrongExpectedVersion,
+)
+from tidings.events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    AuditRecord,
+    Expected,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamInfo,
+)
+
+WireExpected = int | str | None
+"""An expected version on the wire: an int >= 0, ``"any"``, ``"no_stream"``,
+``"stream_exists"``, or absent (any)."""
+
+_MARKERS = {"any": ANY, "no_stream": NO_STREAM, "stream_exists": STREAM_EXISTS}
+
+
+class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /streams/{stream}/events``: events to append and the expected version."""
+
+    events: list[NewEvent]
+    expected_version: WireExpected = None
+
+
+class StreamAppend(msgspec.Struct, forbid_unknown_fields=True):
+    """One stream's part of a transaction."""
+
+    stream: str
+    events: list[NewEvent]
+    expected_version: WireExpected = None
+
+
+class AuditBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Who makes a transaction, with free-form extra fields."""
+
+    user: str
+    extra: dict[str, Any] = {}
+
+
+class TransactionBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /transactions``: appends to several streams, all or nothing, with an audit."""
+
+    appends: list[StreamAppend]
+    audit: AuditBody | None = None
+
+
+class TransactionResult(msgspec.Struct):
+    """Where each append of a transaction landed, in the order given."""
+
+    results: list[AppendResult]
+
+
+class StreamPage(msgspec.Struct):
+    """A page of one stream; ``next`` is the ``from_version`` of the next page, or null."""
+
+    stream: str
+    events: list[RecordedEvent]
+    next: int | None
+
+
+class LogPage(msgspec.Struct):
+    """A page of the global log; ``next`` is the ``from_position`` of the next page, or
+    null at the end. ``head`` is the last committed position when the page was read."""
+
+    events: list[RecordedEvent]
+    next: int | None
+    head: int
+
+
+class StreamsPage(msgspec.Struct):
+    """A page of the stream listing; ``next`` is the ``after`` of the next page, or null."""
+
+    streams: list[StreamInfo]
+    next: str | None
+
+
+class Head(msgspec.Struct):
+    """The last committed position (0 when the store is empty)."""
+
+    head: int
+
+
+class StreamVersion(msgspec.Struct):
+    """A stream's last version (null when the stream does not exist)."""
+
+    stream: str
+    version: int | None
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error response: a code, a message, and details that depend on the code."""
+
+    error: str
+    message: str
+    stream: str | None = None
+    expected: int | str | None = None
+    actual: int | None = None
+    event_id: UUID | None = None
+    reason: str | None = None
+    field: str | None = None
+    limit: int | None = None
+
+
+AuditOut = AuditRecord
+"""``GET /events/{position}/audit``: the audit record of the event's transaction."""
+
+
+def expected_from_wire(value: WireExpected) -> Expected:
+    """The expected version a wire value stands for; ``InvalidExpectedVersion`` if none."""
+    if value is None:
+        return ANY
+    if isinstance(value, bool):
+        raise InvalidExpectedVersion(f"expected_version must not be a boolean, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidExpectedVersion(
+                f"expected_version must be an int >= 0 or any, no_stream, stream_exists, "
+                f"not {value}"
+            )
+        return value
+    marker = _MARKERS.get(value.lower())
+    if marker is None:
+        raise InvalidExpectedVersion(
+            f"expected_version must be an int >= 0 or any, no_stream, stream_exists, not {value!r}"
+        )
+    return marker
+
+
+def expected_to_wire(expected: Expected) -> int | str:
+    """The wire form of an expected version."""
+    if isinstance(expected, ExpectedVersion):
+        return expected.name.lower()
+    return expected
+
+
+class ErrorKind(msgspec.Struct, frozen=True):
+    """How one tidings error travels: its HTTP status and its code."""
+
+    status: int
+    code: str
+
+
+# Most specific first: the first class an error is an instance of decides.
+ERRORS: list[tuple[type[BaseException], ErrorKind]] = [
+    (WrongExpectedVersion, ErrorKind(409, "wrong_expected_version")),
+    (DuplicateEventId, ErrorKind(409, "duplicate_event_id")),
+    (InvalidExpectedVersion, ErrorKind(400, "invalid_expected_version")),
+    (InvalidEvent, ErrorKind(400, "invalid_event")),
+    (InvalidInput, ErrorKind(400, "invalid_input")),
+    (ConfigurationError, ErrorKind(400, "invalid_input")),
+    (StoreUnavailable, ErrorKind(503, "store_unavailable")),
+    (StoreClosed, ErrorKind(503, "store_unavailable")),
+]
+
+
+def error_kind(exc: BaseException) -> ErrorKind | None:
+    """The status and code of a tidings error (None for anything else)."""
+    for cls, kind in ERRORS:
+        if isinstance(exc, cls):
+            return kind
+    return None
+
+
+def error_body(exc: TidingsError, code: str) -> ErrorBody:
+    """The response body for a tidings error, with the details its code carries."""
+    if isinstance(exc, WrongExpectedVersion):
+        return ErrorBody(
+            code,
+            str(exc),
+            stream=exc.stream,
+            expected=expected_to_wire(exc.expected),
+            actual=exc.actual,
+        )
+    if isinstance(exc, DuplicateEventId):
+        return ErrorBody(
+            code, str(exc), stream=exc.stream, event_id=exc.event_id, reason=exc.reason
+        )
+    if isinstance(exc, StoreUnavailable | StoreClosed):
+        return ErrorBody(code, "the event store is unavailable; retry later")
+    return ErrorBody(code, str(exc))
+
+
+def error_from_body(status: int, body: ErrorBody, url: str) -> TidingsError:
+    """The tidings error a response body stands for, as the local backends raise it."""
+    code = body.error
+    if code == "wrong_expected_version" and body.stream is not None:
+        expected: Any = body.expected
+        if isinstance(expected, str):
+            expected = _MARKERS.get(expected, expected)
+        return WrongExpectedVersion(body.stream, expected, body.actual)
+    if code == "duplicate_event_id" and body.event_id is not None and body.stream is not None:
+        return DuplicateEventId(body.event_id, body.stream, body.reason or "different content")
+    if code == "invalid_expected_version":
+        return InvalidExpectedVersion(body.message)
+    if code in ("invalid_event", "payload_too_large"):
+        return InvalidEvent(body.message)
+    if code == "store_unavailable" or status >= 500:
+        return StoreUnavailable(url, body.message)
+    if status == 404:
+        return NotFound(body.message)
+    if status in (401, 403):
+        return AccessDenied(status, code, body.message)
+    return InvalidInput(body.message)
+
+
+encoder = msgspec.json.Encoder()
+"""The one JSON encoder of the wire (events, pages, errors)."""
