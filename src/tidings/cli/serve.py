@@ -49,3 +49,15 @@ def serve(
 def _say_where(base: str) -> None:
     print(f"tidings: listening on {base}", flush=True)
     print(f"tidings: API docs at {base}/docs, OpenAPI at {base}/openapi.json", flush=True)
+
+
+@app.command("hash-key")
+def hash_key_command(
+    key: Annotated[str | None, typer.Argument(help="The key to hash (absent: a new one)")] = None,
+) -> None:
+    """Print an API key and the hash to put in the server's config (auth.api_keys)."""
+    from tidings.server.auth import hash_key, new_key
+
+    key = key or new_key()
+    print(f"key:  {key}")
+    print(f"hash: {hash_key(key)}")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tidings.server import errors, openapi
+from tidings.server.auth import Authenticator
 from tidings.server.live import LiveLog
 from tidings.server.node import Node
 from tidings.server.routes import health, live, store
@@ -51,6 +52,7 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    app.state.authenticator = Authenticator(settings.auth)
     errors.install(app)
     openapi.install(app)
     for module in (live, store, health):  # live first: its paths end in /live

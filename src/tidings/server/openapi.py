@@ -27,6 +27,12 @@ _ERROR_TEXT = {
 }
 
 
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key or a JWT"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
 def _ref(type_: Any) -> dict[str, Any]:
     _types.add(type_)
     return {"$ref": _REF.format(name=type_.__name__)}
@@ -43,13 +49,14 @@ def body_of(type_: Any) -> dict[str, Any]:
 
 
 def responses(
-    type_: Any, status: int = 200, errors: Iterable[int] = (503,)
+    type_: Any, status: int = 200, errors: Iterable[int] = (503,), public: bool = False
 ) -> dict[int | str, dict[str, Any]]:
-    """FastAPI ``responses`` for a route that answers ``type_`` and the given errors."""
+    """FastAPI ``responses`` for a route that answers ``type_`` and the given errors
+    (401 and 403 too, unless the route is ``public``)."""
     found: dict[int | str, dict[str, Any]] = {
         status: {"description": "OK", "content": {"application/json": {"schema": _ref(type_)}}}
     }
-    for code in errors:
+    for code in sorted({*errors, *(() if public else (401, 403))}):
         found[code] = {
             "description": _ERROR_TEXT.get(code, "Error"),
             "content": {"application/json": {"schema": _ref(ErrorBody)}},
@@ -72,7 +79,8 @@ def install(app: FastAPI) -> None:
         _, components = msgspec.json.schema_components(
             sorted(_types, key=lambda t: t.__name__), ref_template=_REF
         )
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        schemas = schema["components"].setdefault("schemas", {})
         schemas.update(components)
         # FastAPI's own 422 shape is never sent: every error is an ErrorBody.
         for name in ("HTTPValidationError", "ValidationError"):

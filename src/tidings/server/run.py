@@ -32,7 +32,7 @@ def is_loopback(host: str) -> bool:
 
 def check_exposure(settings: Settings) -> None:
     """Refuse to serve without auth on an address other machines can reach."""
-    if not is_loopback(settings.host) and not settings.insecure:
+    if not is_loopback(settings.host) and not settings.insecure and not settings.auth.enabled:
         raise ConfigurationError(
             f"refusing to serve on {settings.host} without authentication: bind a loopback "
             "address, configure auth, or pass --insecure"

@@ -14,6 +14,7 @@ from pydantic_settings import (
 )
 
 from tidings.errors import ConfigurationError
+from tidings.server.auth import AuthSettings
 
 DEFAULT_PORT = 8700
 DEFAULT_STORE = "sqlite:///./tidings.db"
@@ -22,11 +23,14 @@ DEFAULT_STORE = "sqlite:///./tidings.db"
 class Settings(BaseSettings):
     """Everything ``tidings serve`` and ``create_app`` can be told.
 
-    Each field is also read from ``TIDINGS_<NAME>`` (``TIDINGS_STORE``, ``TIDINGS_PORT``...)
-    and from a TOML file given to ``Settings.load`` (``tidings serve --config``).
+    Each field is also read from ``TIDINGS_<NAME>`` (``TIDINGS_STORE``, ``TIDINGS_PORT``...;
+    nested ones as ``TIDINGS_AUTH__JWT_SECRET``, lists and tables as JSON) and from a TOML
+    file given to ``Settings.load`` (``tidings serve --config``; auth under ``[auth]``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="TIDINGS_", env_nested_delimiter="__", extra="forbid"
+    )
 
     store: str = Field(
         default=DEFAULT_STORE, description="store URL: sqlite:///file, postgresql://..."
@@ -69,6 +73,9 @@ class Settings(BaseSettings):
     )
     shutdown_timeout: float = Field(
         default=10.0, gt=0, description="seconds to finish work on SIGTERM"
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="API keys and JWT (none set: auth off)"
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS")
 

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 
 from tidings.errors import InvalidInput
-from tidings.events import Filter
+from tidings.events import Filter, category_of
+from tidings.server.auth import Caller
 from tidings.server.errors import ApiError
 from tidings.server.node import Node
-from tidings.server.routes.store import NodeDep, log_filter
+from tidings.server.routes.store import NodeDep, log_filter, readable
 from tidings.server.sse import LiveStream
 
 router = APIRouter()
@@ -52,6 +53,7 @@ def open_stream(node: Node, cursor: int, filter: Filter | None, stream: str | No
 @router.get("/events/live", summary="Follow the global log live (SSE)", responses=_SSE)
 async def follow_log(
     node: NodeDep,
+    who: Caller,
     from_position: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: str | None = None,
     category: Annotated[list[str] | None, Query()] = None,
@@ -62,7 +64,7 @@ async def follow_log(
 ) -> LiveStream:
     """Events after the resume point, then each new one as it commits, in order."""
     cursor = resume_point(last_event_id_header, last_event_id, from_position)
-    found = log_filter(category, type, stream_prefix, stream_pattern)
+    found = readable(who, log_filter(category, type, stream_prefix, stream_pattern))
     return open_stream(node, cursor, found, None)
 
 
@@ -72,10 +74,12 @@ async def follow_log(
 async def follow_stream(
     stream: str,
     node: NodeDep,
+    who: Caller,
     from_position: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: str | None = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> LiveStream:
     """The stream's events after the resume point (a global position), then live."""
+    who.require("read", category_of(stream))
     cursor = resume_point(last_event_id_header, last_event_id, from_position)
     return open_stream(node, cursor, None, stream)

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from tidings.errors import InvalidInput
-from tidings.events import AppendResult, Audit, AuditRecord, Filter
+from tidings.events import AppendResult, Audit, AuditRecord, Filter, category_of
+from tidings.server.auth import Caller, Principal
 from tidings.server.body import decode_body, reply
 from tidings.server.errors import ApiError
 from tidings.server.node import Node, node_of
@@ -49,6 +50,22 @@ def log_filter(
     return None if found.is_empty else found
 
 
+def readable(who: Principal, found: Filter | None) -> Filter | None:
+    """``found``, narrowed to the categories the caller may read (403 if it asks for more)."""
+    allowed = who.categories("read")
+    if allowed is None:
+        return found
+    if found is not None and found.categories is not None:
+        for name in found.categories:
+            who.require("read", name)
+        return found
+    if not allowed:
+        raise ApiError(403, "forbidden", f"{who.subject} may not read any category")
+    if found is None:
+        return Filter(sorted(allowed))
+    return Filter(sorted(allowed), found.stream_prefix, found.types, found.stream_pattern)
+
+
 @router.post(
     "/streams/{stream:path}/events",
     status_code=201,
@@ -56,11 +73,12 @@ def log_filter(
     openapi_extra=body_of(AppendBody),
     responses=responses(AppendResult, 201, errors=(400, 409, 413, 415, 422, 503)),
 )
-async def append(stream: str, request: Request, node: NodeDep) -> Response:
+async def append(stream: str, request: Request, node: NodeDep, who: Caller) -> Response:
     """Append events atomically if the stream is at ``expected_version`` (default: any).
 
     Idempotent by event id: the same ids with the same content return the first result.
     """
+    who.require("append", category_of(stream))
     body = await decode_body(request, AppendBody, node.settings.max_body_bytes)
     expected = expected_from_wire(body.expected_version)
     result = await node.store.append(stream, body.events, expected)
@@ -75,11 +93,13 @@ async def append(stream: str, request: Request, node: NodeDep) -> Response:
 async def read_stream(
     stream: str,
     node: NodeDep,
+    who: Caller,
     from_version: Annotated[int | None, Query(ge=0)] = None,
     limit: Limit = None,
     direction: Literal["forward", "backward"] = "forward",
 ) -> Response:
     """A page of a stream's events from ``from_version``, forwards or backwards."""
+    who.require("read", category_of(stream))
     size = page_limit(node, limit)
     backwards = direction == "backward"
     events = [
@@ -98,8 +118,9 @@ async def read_stream(
     summary="A stream's last version",
     responses=responses(StreamVersion, errors=(404, 503)),
 )
-async def stream_version(stream: str, node: NodeDep) -> Response:
+async def stream_version(stream: str, node: NodeDep, who: Caller) -> Response:
     """The stream's last version; 404 when it has no events."""
+    who.require("read", category_of(stream))
     version = await node.store.stream_version(stream)
     if version is None:
         raise ApiError(404, "not_found", f"stream {stream!r} does not exist", stream=stream)
@@ -113,14 +134,18 @@ async def stream_version(stream: str, node: NodeDep) -> Response:
 )
 async def list_streams(
     node: NodeDep,
+    who: Caller,
     prefix: str | None = None,
     after: Annotated[str | None, Query(description="the last name of the previous page")] = None,
     limit: Limit = None,
 ) -> Response:
-    """Streams in name order with their last version, a page at a time."""
+    """Streams in name order with their last version, a page at a time (only those of
+    categories the caller may read)."""
     size = page_limit(node, limit)
     found = [s async for s in node.store.list_streams(prefix=prefix, after=after, limit=size)]
     following = found[-1].name if size and len(found) == size else None
+    if who.categories("read") is not None:
+        found = [s for s in found if who.may("read", category_of(s.name))]
     return reply(StreamsPage(found, following))
 
 
@@ -131,6 +156,7 @@ async def list_streams(
 )
 async def read_log(
     node: NodeDep,
+    who: Caller,
     from_position: Annotated[int, Query(ge=0, description="read events after this")] = 0,
     limit: Limit = None,
     category: Annotated[list[str] | None, Query()] = None,
@@ -143,7 +169,7 @@ async def read_log(
     ``next`` is the ``from_position`` to read on from: past every event of this page, and
     past the stretch the filters dropped.
     """
-    found = log_filter(category, type, stream_prefix, stream_pattern)
+    found = readable(who, log_filter(category, type, stream_prefix, stream_pattern))
     size = page_limit(node, limit)
     head = await node.store.head()
     events = [e async for e in node.store.read_all(from_position, found, limit=size)]
@@ -157,10 +183,15 @@ async def read_log(
     summary="The audit record of an event's transaction",
     responses=responses(AuditRecord, errors=(404, 422, 503)),
 )
-async def audit(position: int, node: NodeDep) -> Response:
+async def audit(position: int, node: NodeDep, who: Caller) -> Response:
     """The audit record of the transaction that wrote the event at ``position``."""
     if position < 1:
         raise ApiError(404, "not_found", f"no event at position {position}")
+    if who.categories("read") is not None:
+        found = [e async for e in node.store.read_all(position - 1, limit=1)]
+        if not found or found[0].position != position:
+            raise ApiError(404, "not_found", f"no event at position {position}")
+        who.require("read", found[0].category)
     record = await node.store.audit(position)
     if record is None:
         raise ApiError(404, "not_found", f"no audit record for position {position}")
@@ -168,7 +199,7 @@ async def audit(position: int, node: NodeDep) -> Response:
 
 
 @router.get("/head", summary="The last committed position", responses=responses(Head))
-async def head(node: NodeDep) -> Response:
+async def head(node: NodeDep, who: Caller) -> Response:
     """The last committed position (0 when the store is empty)."""
     return reply(Head(await node.store.head()))
 
@@ -180,9 +211,11 @@ async def head(node: NodeDep) -> Response:
     openapi_extra=body_of(TransactionBody),
     responses=responses(TransactionResult, 201, errors=(400, 409, 413, 415, 422, 503)),
 )
-async def transaction(request: Request, node: NodeDep) -> Response:
+async def transaction(request: Request, node: NodeDep, who: Caller) -> Response:
     """All the appends land or none does, with one audit record."""
     body = await decode_body(request, TransactionBody, node.settings.max_body_bytes)
+    for part in body.appends:
+        who.require("append", category_of(part.stream))
     audit = None if body.audit is None else Audit(body.audit.user, body.audit.extra)
     tx = node.store.transaction(audit)
     for part in body.appends:
