@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
 
-from tidings.server import errors, openapi
+from tidings.server import errors, metrics, openapi
 from tidings.server.auth import Authenticator
 from tidings.server.live import LiveLog
+from tidings.server.metrics import RequestMetrics, ServerMetrics
 from tidings.server.node import Node
 from tidings.server.routes import health, live, store
 from tidings.server.settings import Settings
@@ -22,13 +24,16 @@ Every error is `{"error": code, "message": ..., details}`."""
 
 
 def create_app(
-    store_or_url: EventStore | str | None = None, settings: Settings | None = None
+    store_or_url: EventStore | str | None = None,
+    settings: Settings | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The tidings server for ``store_or_url`` (an open store, or a URL to open).
 
     A store given open is left open when the app stops; a URL is opened when the app
     starts (its lifespan) and closed when it stops. Mount it in your own app with
-    ``app.mount("/events", create_app(store))``.
+    ``app.mount("/events", create_app(store))``. Metrics go to ``registry`` (a
+    ``prometheus_client.CollectorRegistry``; by default one of the app's own).
     """
     settings = settings or Settings()
     target = settings.store if store_or_url is None else store_or_url
@@ -37,6 +42,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         node = await _open(target, settings)
         app.state.tidings = node
+        app.state.metrics.attach(node)
         try:
             yield
         finally:
@@ -53,10 +59,12 @@ def create_app(
         redoc_url=None,
     )
     app.state.authenticator = Authenticator(settings.auth)
+    app.state.metrics = ServerMetrics(registry)
     errors.install(app)
     openapi.install(app)
-    for module in (live, store, health):  # live first: its paths end in /live
-        app.include_router(module.router)
+    for router in (live.router, store.router, health.router, metrics.router):  # live first
+        app.include_router(router)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -172,6 +172,9 @@ class Transaction:
             raise InvalidEvent("the transaction has no appends")
         self.results = await self._store._commit(self._group)
         self._store._watch.committed(max(r.position for r in self.results))
+        for observe in self._store.append_observers:
+            for r in self.results:
+                observe(r.last_version - r.first_version + 1)
         return self.results
 
     async def __aenter__(self) -> Self:
@@ -206,6 +209,8 @@ class StoreFront(abc.ABC):
         self.page_size = page_size
         self._closed = False
         self._watch = HeadWatch(self.head)
+        self.append_observers: list[Callable[[int], None]] = []
+        """Called with the number of events of every append that lands (metrics)."""
 
     @property
     def head_channel(self) -> str:
@@ -216,6 +221,16 @@ class StoreFront(abc.ABC):
     def _identity(self) -> str:
         """What names this store's data, the same in every process that opens it."""
         return f"{type(self).__name__}:{id(self):x}"
+
+    @property
+    def notifier(self) -> Any | None:
+        """The notifier that carries this store's heads between processes, if any."""
+        return getattr(self._watch.feed, "notifier", None)
+
+    @property
+    def known_head(self) -> int:
+        """The highest position this process knows is committed (no I/O)."""
+        return self._watch.known
 
     @property
     def poll_interval(self) -> float:
@@ -304,6 +319,8 @@ class StoreFront(abc.ABC):
         group = Group([self._prepare(stream, events, expected_version)])
         result = (await self._commit(group))[0]
         self._watch.committed(result.position)
+        for observe in self.append_observers:
+            observe(result.last_version - result.first_version + 1)
         return result
 
     def transaction(self, audit: Audit | None = None) -> Transaction:

@@ -66,6 +66,11 @@ class HeadWatch:
         self._publish_ok = True
         self._tasks = Supervisor()
 
+    @property
+    def feed(self) -> HeadFeed | None:
+        """The feed heads are shared through, if one is attached."""
+        return self._feed
+
     async def attach(self, feed: HeadFeed) -> None:
         """Share heads through ``feed`` from now on."""
         await feed.open()
