@@ -14,7 +14,7 @@ from tidings.server.auth import Authenticator
 from tidings.server.live import LiveLog
 from tidings.server.metrics import RequestMetrics, ServerMetrics
 from tidings.server.node import Node
-from tidings.server.routes import health, live, store
+from tidings.server.routes import health, live, store, views
 from tidings.server.settings import Settings
 from tidings.store import EventStore
 
@@ -44,6 +44,11 @@ def create_app(
         app.state.tidings = node
         app.state.metrics.attach(node)
         try:
+            await node.start_views()
+        except BaseException:
+            await node.close()
+            raise
+        try:
             yield
         finally:
             await node.close()
@@ -62,7 +67,8 @@ def create_app(
     app.state.metrics = ServerMetrics(registry)
     errors.install(app)
     openapi.install(app)
-    for router in (live.router, store.router, health.router, metrics.router):  # live first
+    routers = (live.router, store.router, views.router, health.router, metrics.router)
+    for router in routers:  # live first: its paths end in /live
         app.include_router(router)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     if settings.cors_origins:

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from tidings.server.declared import open_views
 from tidings.server.live import LiveLog
 from tidings.server.settings import Settings
 from tidings.store import EventStore
+from tidings.views import View
 
 
 @dataclass
@@ -22,6 +24,13 @@ class Node:
     live: LiveLog
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sse_clients: int = 0
+    views: dict[str, View] = field(default_factory=dict)
+
+    async def start_views(self) -> None:
+        """Open and start folding the configured views."""
+        self.views = open_views(self.store, self.settings.views)
+        for view in self.views.values():
+            await view.start()
 
     def begin_stop(self) -> None:
         """Tell live streams to end (each sends a last ``retry:`` and closes)."""
@@ -33,6 +42,8 @@ class Node:
         """End live streams, then close the store if this node opened it."""
         self.begin_stop()
         await self.live.close()
+        for view in self.views.values():
+            await view.close()
         if self.owned:
             await self.store.close()
 

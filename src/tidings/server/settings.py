@@ -15,6 +15,7 @@ from pydantic_settings import (
 
 from tidings.errors import ConfigurationError
 from tidings.server.auth import AuthSettings
+from tidings.server.declared import ViewSettings
 
 DEFAULT_PORT = 8700
 DEFAULT_STORE = "sqlite:///./tidings.db"
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     )
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="API keys and JWT (none set: auth off)"
+    )
+    views: list[ViewSettings] = Field(
+        default_factory=list, description="state views to fold: name, category, reducer"
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS")
 

@@ -266,6 +266,21 @@ class View:
         rows, _ = await self.read_rows(0, wanted)
         return {key: decode_json(text) for key, text, _ in rows if text is not None}
 
+    async def get_at(
+        self,
+        keys: Iterable[str] | None = None,
+        *,
+        at_least: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> tuple[dict[str, Any], int]:
+        """``get``, with the position the values reflect (read together, so they agree)."""
+        wanted = _check_keys(keys)
+        if at_least is not None:
+            await self.wait(at_least, timeout)
+        rows, position = await self.read_rows(0, wanted)
+        values = {key: decode_json(text) for key, text, _ in rows if text is not None}
+        return values, position
+
     async def wait(self, position: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
         """Wait until the view has folded every event of its category up to ``position``;
         return the view's position. ``TimeoutError`` after ``timeout`` seconds.

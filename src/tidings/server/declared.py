@@ -1,0 +1,46 @@
+"""State views declared in the server's settings, opened on its store."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tidings.errors import ConfigurationError
+from tidings.views import View
+
+
+class ViewSettings(BaseModel):
+    """A state view the server folds: its name, category, and how events fold."""
+
+    name: str
+    category: str
+    reducer: str | None = Field(
+        default=None,
+        description="import path of reducer(current, event) -> value ('pkg.module:func'); "
+        "none: evt's new/mod/del",
+    )
+
+
+def load_reducer(path: str) -> Any:
+    """The function at ``pkg.module:name``; ConfigurationError when there is none."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(f"view reducer {path!r} cannot be imported: {exc}") from exc
+    if not callable(found):
+        raise ConfigurationError(f"view reducer {path!r} is not callable")
+    return found
+
+
+def open_views(store: Any, declared: list[ViewSettings]) -> dict[str, View]:
+    """The configured views on ``store`` (not started)."""
+    views: dict[str, View] = {}
+    for item in declared:
+        if item.name in views:
+            raise ConfigurationError(f"view {item.name!r} is declared twice")
+        reducer = None if item.reducer is None else load_reducer(item.reducer)
+        views[item.name] = View(store, item.name, category=item.category, reducer=reducer)
+    return views
