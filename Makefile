@@ -4,13 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check unit bench services clean
+.PHONY: serve demo test check unit bench services clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev,bench]'
 	touch $(STAMP)
+
+## serve: run the server on an embedded SQLite store (./tidings.db) at http://127.0.0.1:8700
+serve: $(STAMP)
+	$(VENV)/bin/tidings serve
 
 ## demo: append events to an embedded SQLite store and read them back
 demo: $(STAMP)

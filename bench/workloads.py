@@ -129,7 +129,7 @@ class Measurement:
 def event_data(n: int) -> dict[str, Any]:
     """The payload of the ``n``-th event of a stream, the same for both libraries.
 
-    About 210 bytes of JSON, as in the raw figures of shared/BENCHMARKS.md.
+    About 210 bytes of JSON, the size used for the raw database figures.
     """
     return {
         "order_id": n,
