@@ -287,3 +287,20 @@ def test_no_token_or_key_reaches_the_server_logs(tmp_path: Path) -> None:
     for secret in secrets:
         assert secret not in output
     assert SECRET not in output
+
+
+async def test_a_caller_over_the_rate_limit_gets_429_with_retry_after() -> None:
+    settings = Settings(auth=auth_settings(), rate_limit=1, rate_burst=3)
+    app = create_app("memory://", settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            reader = bearer(key_of("reader"))
+            codes = [(await c.get("/head", headers=reader)).status_code for _ in range(4)]
+            assert codes == [200, 200, 200, 429]
+            limited = await c.get("/head", headers=reader)
+            assert limited.json()["error"] == "rate_limited"
+            assert int(limited.headers["retry-after"]) >= 1
+            # Each caller has its own bucket; health checks are never limited.
+            assert (await c.get("/head", headers=bearer(key_of("admin")))).status_code == 200
+            assert (await c.get("/healthz")).status_code == 200

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from tidings.server import errors, metrics, openapi
 from tidings.server.auth import Authenticator
+from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.metrics import RequestMetrics, ServerMetrics
 from tidings.server.node import Node
@@ -64,6 +65,10 @@ def create_app(
         redoc_url=None,
     )
     app.state.authenticator = Authenticator(settings.auth)
+    limited = settings.rate_limit > 0
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit, settings.rate_burst) if limited else None
+    )
     app.state.metrics = ServerMetrics(registry)
     errors.install(app)
     openapi.install(app)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from tidings.errors import ConfigurationError
 from tidings.server.errors import ApiError
+from tidings.server.limits import RateLimiter
 
 log = logging.getLogger("tidings.server.auth")
 ACTIONS = ("read", "append", "subscribe")
@@ -211,9 +212,15 @@ def _unauthorized(message: str) -> ApiError:
 
 
 def caller(request: Request) -> Principal:
-    """The authenticated caller of ``request`` (a FastAPI dependency)."""
+    """The authenticated caller of ``request`` (a FastAPI dependency), within its rate
+    limit when one is configured (429 past it)."""
     authenticator: Authenticator = request.app.state.authenticator
-    return authenticator.authenticate(request)
+    who = authenticator.authenticate(request)
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        client = request.client
+        limiter.check(who.subject if authenticator.enabled else (client.host if client else "?"))
+    return who
 
 
 Caller = Annotated[Principal, Depends(caller)]

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="API keys and JWT (none set: auth off)"
     )
+    rate_limit: float = Field(
+        default=0.0, ge=0, description="requests per second per caller (0: no limit)"
+    )
+    rate_burst: int = Field(default=100, ge=1, description="requests a caller may burst")
     views: list[ViewSettings] = Field(
         default_factory=list, description="state views to fold: name, category, reducer"
     )

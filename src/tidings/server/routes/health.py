@@ -22,7 +22,8 @@ async def healthz() -> Response:
 
 @router.get("/readyz", summary="The store answers")
 async def readyz(node: NodeDep) -> Response:
-    """200 when the store answers within two seconds, else 503."""
+    """200 when the store answers within two seconds and the notifier (if any) is
+    connected, else 503."""
     if node.stopping.is_set():
         return reply(ErrorBody("unavailable", "the server is stopping"), 503)
     try:
@@ -30,4 +31,7 @@ async def readyz(node: NodeDep) -> Response:
             head = await node.store.head()
     except Exception:
         return reply(ErrorBody("store_unavailable", "the event store does not answer"), 503)
+    notifier = getattr(node.store, "notifier", None)
+    if notifier is not None and getattr(notifier, "connected", True) is False:
+        return reply(ErrorBody("notifier_unavailable", "the notifier is not connected"), 503)
     return reply({"status": "ready", "head": head, "live_clients": node.sse_clients})
