@@ -10,19 +10,19 @@ import typer
 
 from tidings.cli import app
 from tidings.errors import ConfigurationError, StoreUnavailable
-from tidings.server.settings import DEFAULT_PORT, Settings
 
 
 @app.command()
 def serve(
     store: Annotated[
-        str | None, typer.Option(help="Store URL [env TIDINGS_STORE; default sqlite:///./tidings.db]")
+        str | None,
+        typer.Option(help="Store URL [env TIDINGS_STORE; default sqlite:///./tidings.db]"),
     ] = None,
     notify: Annotated[
         str | None, typer.Option(help="Notifier URL (redis://, nats://), 'auto' or 'none'")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind [default 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help=f"Port [default {DEFAULT_PORT}; 0: any]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default 8700; 0: any free port]")] = None,
     config: Annotated[
         Path | None, typer.Option(help="A TOML file of settings (the same names as TIDINGS_*)")
     ] = None,
@@ -31,6 +31,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the store over HTTP: the API, live Server-Sent Events, docs at /docs."""
+    from tidings.server.settings import Settings  # the server's imports only for serve
+
     try:
         settings = Settings.load(
             config, store=store, notify=notify, host=host, port=port, insecure=insecure
