@@ -10,6 +10,8 @@ import pytest
 import tidings
 from tidings import Filter, NewEvent
 
+pytestmark = pytest.mark.remote
+
 
 def ev(n: int) -> NewEvent:
     return NewEvent("Happened", {"n": n})

@@ -48,6 +48,7 @@ T = TypeVar("T")
 log = logging.getLogger("tidings.client")
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 2.0
+_LONG_POLL = 25.0  # seconds one long poll of the head may wait at the server
 
 
 class _Event(msgspec.Struct, omit_defaults=True):
@@ -239,6 +240,22 @@ class RemoteStore(StoreFront):
     async def head(self) -> int:
         """The last committed position, 0 when the store is empty."""
         return (await self._call("GET", "/head", Head)).head
+
+    async def wait_for(self, position: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
+        """Wait until the log reaches ``position`` (long polls of the server's head);
+        return the head. ``TimeoutError`` when ``timeout`` seconds pass first."""
+        self._check_open()
+        check_position(position, "position")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = _LONG_POLL if deadline is None else min(_LONG_POLL, deadline - loop.time())
+            params = {"at_least": position, "wait": max(0.0, left)}
+            head = (await self._call("GET", "/head", Head, params=params)).head
+            if head >= position:
+                return head
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"the log did not reach position {position} in {timeout} s")
 
     async def audit(self, event: RecordedEvent | int) -> AuditRecord | None:
         """The audit record of the transaction that wrote an event (or position), if any."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -199,8 +200,19 @@ async def audit(position: int, node: NodeDep, who: Caller) -> Response:
 
 
 @router.get("/head", summary="The last committed position", responses=responses(Head))
-async def head(node: NodeDep, who: Caller) -> Response:
-    """The last committed position (0 when the store is empty)."""
+async def head(
+    node: NodeDep,
+    who: Caller,
+    at_least: Annotated[
+        int | None, Query(ge=0, description="wait until the head reaches this position")
+    ] = None,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for at_least")] = 0,
+) -> Response:
+    """The last committed position (0 when the store is empty). With ``at_least``, a long
+    poll: answers as soon as the head reaches it, or with the head as it is after ``wait``."""
+    if at_least is not None and wait > 0:
+        with contextlib.suppress(TimeoutError):
+            return reply(Head(await node.store.wait_for(at_least, timeout=wait)))
     return reply(Head(await node.store.head()))
 
 
