@@ -48,7 +48,8 @@ class LiveStream(Response):
         self.stream = stream
         self.settings = node.settings
         self._send: Send | None = None
-        self._last_write = time.monotonic()
+        self._last_write = time.monotonic()  # any write: heartbeats are due from it
+        self._last_moved = self._last_write  # the last write that moved the client's id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the stream until the client leaves, falls behind, or the server stops."""
@@ -62,7 +63,7 @@ class LiveStream(Response):
         watcher = asyncio.create_task(_watch_disconnect(receive, disconnected, client))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            await self._write(b"retry: %d\n\n" % self.settings.sse_retry_ms)
+            await self._write(b"retry: %d\n\n" % self.settings.sse_retry_ms, moves=False)
             await self._catch_up(None)
             tail = await node.live.join(client)
             await self._catch_up(tail)
@@ -76,7 +77,8 @@ class LiveStream(Response):
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, moves: bool = True) -> None:
+        """Send ``data``; ``moves``: it carries an ``id:`` (the idle-position clock restarts)."""
         assert self._send is not None
         try:
             await asyncio.wait_for(
@@ -88,6 +90,8 @@ class LiveStream(Response):
         except Exception as exc:  # the server's own "client disconnected" errors
             raise Gone from exc
         self._last_write = time.monotonic()
+        if moves:
+            self._last_moved = self._last_write
 
     async def _catch_up(self, until: int | None) -> None:
         """Send what the store holds after the cursor (up to ``until`` if given)."""
@@ -119,7 +123,7 @@ class LiveStream(Response):
         while True:
             if node.stopping.is_set() or disconnected.is_set():
                 if node.stopping.is_set():
-                    await self._write(b"retry: %d\n\n" % self.settings.sse_retry_ms)
+                    await self._write(b"retry: %d\n\n" % self.settings.sse_retry_ms, moves=False)
                 raise Gone
             items = client.take()
             fresh = [data for position, data in items if position > self.cursor]
@@ -134,14 +138,18 @@ class LiveStream(Response):
                 raise Gone
             now = time.monotonic()
             tail = node.live.tail
-            if not client.queue and tail > self.cursor and now - self._last_write >= idle_every:
+            if not client.queue and tail > self.cursor and now - self._last_moved >= idle_every:
                 await self._write(b"id: %d\n\n" % tail)  # nothing matched: move the cursor on
                 self.cursor = tail
             elif now - self._last_write >= heartbeat:
-                await self._write(b": ping\n\n")
+                await self._write(b": ping\n\n", moves=False)
             if client.queue:
                 continue
-            wait = max(0.01, min(heartbeat, idle_every) - (time.monotonic() - self._last_write))
+            now = time.monotonic()
+            due = heartbeat - (now - self._last_write)
+            if node.live.tail > self.cursor:  # an id-only event is due too
+                due = min(due, idle_every - (now - self._last_moved))
+            wait = max(0.01, due)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await client.wake.wait()
