@@ -7,9 +7,10 @@ the store; all within ``shutdown_timeout`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -62,6 +63,16 @@ class _Server(uvicorn.Server):
         if node is not None:
             node.begin_stop()
         await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, less its raising the stop signal again once stopped: a stop that
+        ran its course exits 0 (uvicorn would die of the SIGTERM it handled, -15)."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 def serve(settings: Settings, on_listen: Callable[[str], None] | None = None) -> None:
