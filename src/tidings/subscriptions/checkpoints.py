@@ -314,5 +314,10 @@ class MemoryCheckpoints:
     async def unpark(self, name: str, position: int) -> None:  # noqa: D102
         self._parked.get(name, {}).pop(position, None)
 
+    def forget(self, name: str) -> None:
+        """Remove the checkpoint and parked events of ``name`` (a deleted pull consumer)."""
+        self._subs.pop(name, None)
+        self._parked.pop(name, None)
+
     async def close(self) -> None:  # noqa: D102
         return None

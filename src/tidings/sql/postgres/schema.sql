@@ -169,3 +169,23 @@ CREATE TABLE {schema}.views (
     PRIMARY KEY (view, key)
 );
 CREATE INDEX views_by_position ON {schema}.views (view, position);
+
+-- Pull consumers (tidings.subscriptions.pull): the definition beside the checkpoint row
+-- of the same name, and the highest position handed out (an ack may not pass it).
+-- `grouped`: members share it as a consumer group. Per group partition, the highest
+-- position handed out and to which member.
+CREATE TABLE {schema}.pull (
+    name text PRIMARY KEY,
+    definition jsonb NOT NULL,
+    handed bigint NOT NULL,
+    grouped boolean NOT NULL DEFAULT false,
+    created timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE {schema}.pull_handed (
+    subscription text NOT NULL,
+    partition integer NOT NULL,
+    member text NOT NULL,
+    position bigint NOT NULL,
+    PRIMARY KEY (subscription, partition)
+);

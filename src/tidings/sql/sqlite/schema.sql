@@ -99,3 +99,23 @@ CREATE TABLE tidings_views (
     PRIMARY KEY (view, key)
 ) WITHOUT ROWID;
 CREATE INDEX tidings_views_by_position ON tidings_views (view, position);
+
+-- Pull consumers (tidings.subscriptions.pull): the definition (JSON) beside the
+-- checkpoint row of the same name, and the highest position handed out (an ack may not
+-- pass it). `grouped`: members share it as a consumer group. Per group partition, the
+-- highest position handed out and to which member.
+CREATE TABLE tidings_pull (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    handed INTEGER NOT NULL,
+    grouped INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE tidings_pull_handed (
+    subscription TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (subscription, partition)
+) WITHOUT ROWID;
