@@ -8,6 +8,12 @@ async with sub:          # or: await sub.run()
 A consumer group: run the same subscription in several processes, each with its own
 ``member`` id; the streams are split between the live members (see ``groups``):
 sub = tidings.subscribe(store, "billing", handler, member="node-1", partitions=16)
+
+A pull consumer: a client polls batches and acks them (``pull``; over HTTP too):
+consumers = PullConsumers(store)
+await consumers.create("billing", PullDefinition.of(tidings.Filter(categories=["order"])))
+batch = await consumers.next("billing", wait=10)
+await consumers.ack("billing", batch.last_position)
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ from tidings.store.base import StoreFront
 from tidings.store.features import provide
 from tidings.subscriptions.checkpoints import ParkedEvent, SubscriptionInfo, open_checkpoints
 from tidings.subscriptions.groupstore import open_groups, supports_groups
+from tidings.subscriptions.pull import PullBatch, PullConsumers, PullDefinition, PullInfo
 from tidings.subscriptions.runner import Handler, Retry, Subscription, SubscriptionConflict
 
 __all__ = [
     "ParkedEvent",
+    "PullBatch",
+    "PullConsumers",
+    "PullDefinition",
+    "PullInfo",
     "Retry",
     "Subscription",
     "SubscriptionConflict",
