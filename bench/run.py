@@ -16,9 +16,10 @@ times ``--runs`` reads of it. The results are printed as a table and written as 
 ``bench/results/latest.json``.
 
 Then, unless ``--no-extras``, it runs ``subscriptions.py`` (catch-up and live delay), ``notify_throughput.py`` (each notifier beside its
-raw client library) and ``live_latency.py`` (writer-to-live-reader latency across
-processes) with the same ``--runs``/``--quick``, each printing its own table and
-writing its JSON next to ``latest.json``.
+raw client library), ``live_latency.py`` (writer-to-live-reader latency across
+processes) and ``http.py`` (the server: HTTP appends, SSE fan-out, remote reads) with
+the same ``--runs``/``--quick``, each printing its own table and writing its JSON next
+to ``latest.json``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ EXTRAS = (
     "notify_throughput.py",
     "live_latency.py",
     "subscriptions.py",
+    "http.py",
 )  # run after the tables, each alone
 EXTRAS_TIMEOUT = 1800.0
 
@@ -102,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-extras",
         action="store_true",
-        help="skip the notifier throughput and live-read latency benchmarks",
+        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server)",
     )
     args = parser.parse_args(argv)
     if args.runs < 1:
