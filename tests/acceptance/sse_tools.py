@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -376,6 +377,27 @@ def drain_socket(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
             closed = True
             break
         data += chunk
+    body, ended = dechunk(data)
+    return body, closed or ended
+
+
+def trickle(sock: socket.socket, fast: threading.Event, step: int, pause: float) -> bytes:
+    """Read ``step`` bytes every ``pause`` seconds (at full speed once ``fast`` is set)
+    until the response's last chunk or the connection's end; the raw bytes."""
+    sock.settimeout(20)
+    data = b""
+    while not data.endswith(b"\r\n0\r\n\r\n"):
+        chunk = sock.recv(step if not fast.is_set() else 1 << 16)
+        if not chunk:
+            break
+        data += chunk
+        if not fast.is_set():
+            time.sleep(pause)
+    return data
+
+
+def dechunk(data: bytes) -> tuple[bytes, bool]:
+    """The body of a chunked HTTP/1.1 response, and whether its last chunk came."""
     head, _, rest = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     body = b""
@@ -385,10 +407,9 @@ def drain_socket(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
             break
         size = int(size_line, 16)
         if size == 0:
-            closed = True  # the response's last chunk: the stream ended
-            break
+            return body, True  # the response's last chunk: the stream ended
         if len(rest) < size + 2:
             break  # cut in the middle of a chunk
         body += rest[:size]
         rest = rest[size + 2 :]
-    return body, closed
+    return body, False
