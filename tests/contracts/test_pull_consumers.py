@@ -1,6 +1,6 @@
 """Pull consumers on every store: batches handed out again until acked, acks forward only
 and never past what was handed out, long polls woken by appends, resume after a reopen,
-and consumer groups (on SQLite and PostgreSQL) splitting streams and taking over."""
+and consumer groups splitting streams and taking over."""
 
 from __future__ import annotations
 
@@ -230,14 +230,6 @@ async def test_two_processes_on_one_database_agree(store_url: str) -> None:
         assert [e.position for e in (await PullConsumers(one).next("billing")).events] == [3]
 
 
-async def test_groups_need_a_database() -> None:
-    async with await tidings.connect("memory://") as store:
-        consumers = PullConsumers(store)
-        await consumers.create("crew", PullDefinition.of())
-        with pytest.raises(tidings.InvalidInput):
-            await consumers.next("crew", member="a")
-
-
 async def poll_and_ack(
     consumers: PullConsumers, member: str, seen: list[tuple[str, int, str]]
 ) -> int:
@@ -248,7 +240,6 @@ async def poll_and_ack(
     return len(batch.events)
 
 
-@pytest.mark.durable
 async def test_two_members_split_the_streams_in_order(store: tidings.EventStore) -> None:
     consumers = PullConsumers(store)
     await consumers.create("crew", PullDefinition.of(partitions=8, lease_ttl=10))
@@ -277,7 +268,6 @@ async def test_two_members_split_the_streams_in_order(store: tidings.EventStore)
         await consumers.ack("crew", 100)
 
 
-@pytest.mark.durable
 async def test_a_silent_member_is_taken_over_and_its_batch_handed_out_again(
     store: tidings.EventStore,
 ) -> None:

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tidings.errors import InvalidInput, NotFound
+from tidings.errors import NotFound
 from tidings.store.base import StoreFront
 from tidings.subscriptions.checkpoints import open_checkpoints
-from tidings.subscriptions.groupstore import open_groups, supports_groups
 from tidings.subscriptions.pulldefs import (
     MAX_WAIT,
     AckBeyondHandedOut,
@@ -37,6 +36,7 @@ from tidings.subscriptions.pulldefs import (
     PullConflict,
     PullDefinition,
     PullInfo,
+    PullRow,
     check_member,
     check_name,
     check_poll,
@@ -46,7 +46,7 @@ from tidings.subscriptions.pulldefs import (
     grouped,
 )
 from tidings.subscriptions.pullgroup import PullGroup
-from tidings.subscriptions.pullstore import PullRow, open_pull
+from tidings.subscriptions.pullstore import open_pull, open_pull_groups
 
 __all__ = [
     "MAX_WAIT",
@@ -67,9 +67,7 @@ class PullConsumers:
         self.store = store
         self._rows = open_pull(store)
         self._checkpoints = open_checkpoints(store)
-        self._group = (
-            PullGroup(store, self._rows, open_groups(store)) if supports_groups(store) else None
-        )
+        self._group = PullGroup(store, self._rows, open_pull_groups(store))
 
     # -- definitions ------------------------------------------------------------------
 
@@ -92,6 +90,10 @@ class PullConsumers:
             raise PullConflict(f"subscription {name!r} exists with another definition")
         return await self.info(name), created
 
+    async def definition(self, name: str) -> PullDefinition:
+        """``name``'s definition; ``NotFound`` when it is not defined."""
+        return decode_definition((await self._load(name)).definition)
+
     async def info(self, name: str) -> PullInfo:
         """``name``'s definition and state; ``NotFound`` when it is not defined."""
         found = await self._infos([(name, await self._load(name))])
@@ -112,6 +114,9 @@ class PullConsumers:
             if stored is None:
                 continue  # deleted meanwhile
             _, position, state, error, updated, parked, members, _ = stored
+            if row.grouped:  # the group's own count (memory keeps it beside the store)
+                low, members = await self._rows.group_state(name)
+                position = position if low is None else low
             info = PullInfo(
                 name=name,
                 definition=decode_definition(row.definition),
@@ -166,7 +171,7 @@ class PullConsumers:
                     raise grouped(name)
                 batch, scanned = await self._single(name, definition, row.handed, limit)
             else:
-                group = self._need_group()
+                group = self._group
                 if not row.grouped:
                     await group.join(name, definition, await self._checkpoint(name))
                     row = row._replace(grouped=True)
@@ -222,7 +227,7 @@ class PullConsumers:
         row = await self._load(name)
         if member is not None:
             definition = decode_definition(row.definition)
-            return await self._need_group().ack(name, definition, member, position)
+            return await self._group.ack(name, definition, member, position)
         if row.grouped:
             raise grouped(name)
         while True:
@@ -237,11 +242,6 @@ class PullConsumers:
             # the checkpoint moved between the two reads (another ack, a reset): again
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _need_group(self) -> PullGroup:
-        if self._group is None:
-            raise InvalidInput("consumer groups need a SQLite or PostgreSQL store")
-        return self._group
 
     async def _load(self, name: str) -> PullRow:
         row = await self._rows.load(name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -17,6 +17,15 @@ from tidings.events import Filter, RecordedEvent
 
 MAX_WAIT = 30.0
 """The longest a poll waits for an event, in seconds."""
+
+
+class PullRow(NamedTuple):
+    """A stored pull consumer: its definition (JSON), the highest position handed out,
+    and whether members share it as a consumer group."""
+
+    definition: str
+    handed: int
+    grouped: bool
 
 
 class PullConflict(TidingsError):

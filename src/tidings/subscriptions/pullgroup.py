@@ -73,7 +73,7 @@ class PullGroup:
         handed = await self.rows.handed_to(name, member)
         owned = await self.beat(name, definition, member, handed)
         if not owned:
-            low = await self.rows.group_checkpoint(name)
+            low, _ = await self.rows.group_state(name)
             return PullBatch([], None, low or 0), await self.store.head()
         start = min(owned.values())
         events, scanned = await self._scan(start, definition, owned, limit)

@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
-from tidings.errors import InvalidInput
 from tidings.sql import load_queries
 from tidings.store.base import StoreFront
 from tidings.subscriptions.checkpoints import MemoryCheckpoints, open_checkpoints
-
-
-class PullRow(NamedTuple):
-    """A stored pull consumer: its definition (JSON), the highest position handed out,
-    and whether members share it as a consumer group."""
-
-    definition: str
-    handed: int
-    grouped: bool
+from tidings.subscriptions.groupstore import GroupStore, open_groups, supports_groups
+from tidings.subscriptions.pulldefs import PullRow
+from tidings.subscriptions.pullmemory import MemoryPull
 
 
 class PullStore(Protocol):
@@ -67,8 +60,9 @@ class PullStore(Protocol):
         """Record that ``member`` was handed ``partitions`` up to ``position``."""
         ...
 
-    async def group_checkpoint(self, name: str) -> int | None:
-        """The group's lowest partition checkpoint (None: no partitions)."""
+    async def group_state(self, name: str) -> tuple[int | None, int]:
+        """The group's lowest partition checkpoint (None: no partitions) and how many
+        members it has."""
         ...
 
     async def reset(self, name: str, position: int) -> None:
@@ -90,6 +84,19 @@ def open_pull(store: StoreFront) -> PullStore:
         return PostgresPull(store)
     if kind == "SQLiteStore":
         return SQLitePull(store)
+    return _memory(store)
+
+
+def open_pull_groups(store: StoreFront) -> GroupStore:
+    """The group storage pull consumers share on ``store``: the database's, or on the
+    memory store, groups held beside it (for pull consumers only: a library
+    ``Subscription`` still wants a database for ``member=``)."""
+    if supports_groups(store):
+        return open_groups(store)
+    return _memory(store).groups
+
+
+def _memory(store: StoreFront) -> MemoryPull:
     shared: MemoryPull | None = getattr(store, "_tidings_pull", None)
     if shared is None:  # memory: the definitions live as long as the store object
         checkpoints = open_checkpoints(store)
@@ -144,9 +151,9 @@ class PostgresPull:
     ) -> None:
         await self._pool.execute(self._q["hand_out_partitions"], name, member, position, partitions)
 
-    async def group_checkpoint(self, name: str) -> int | None:  # noqa: D102
-        value = await self._pool.fetchval(self._q["group_checkpoint"], name)
-        return None if value is None else int(value)
+    async def group_state(self, name: str) -> tuple[int | None, int]:  # noqa: D102
+        low, members = await self._pool.fetchrow(self._q["group_state"], name)
+        return None if low is None else int(low), int(members)
 
     async def reset(self, name: str, position: int) -> None:  # noqa: D102
         q = self._q
@@ -221,9 +228,9 @@ class SQLitePull:
         sql = self._q["hand_out_partition"]
         await self._side.write(lambda conn: conn.executemany(sql, rows))
 
-    async def group_checkpoint(self, name: str) -> int | None:  # noqa: D102
-        rows = await self._fetch(self._q["group_checkpoint"], name)
-        return None if not rows or rows[0][0] is None else int(rows[0][0])
+    async def group_state(self, name: str) -> tuple[int | None, int]:  # noqa: D102
+        [(low, members)] = await self._fetch(self._q["group_state"], name)
+        return None if low is None else int(low), int(members)
 
     async def reset(self, name: str, position: int) -> None:  # noqa: D102
         q = self._q
@@ -246,63 +253,3 @@ class SQLitePull:
 
         deleted: bool = await self._side.write(delete)
         return deleted
-
-
-class MemoryPull:
-    """Pull consumers held beside an in-memory store (no consumer groups: those need a
-    database). Nothing here awaits between a check and a write, so each call is atomic."""
-
-    def __init__(self, checkpoints: MemoryCheckpoints) -> None:
-        self._checkpoints = checkpoints
-        self._rows: dict[str, PullRow] = {}
-
-    async def create(self, name: str, definition: str, start: int) -> bool:  # noqa: D102
-        if name in self._rows:
-            return False
-        self._rows[name] = PullRow(definition, start, False)
-        await self._checkpoints.ensure(name, start)
-        return True
-
-    async def load(self, name: str) -> PullRow | None:  # noqa: D102
-        return self._rows.get(name)
-
-    async def rows(self) -> list[tuple[str, PullRow]]:  # noqa: D102
-        return sorted(self._rows.items())
-
-    async def hand_out(self, name: str, position: int) -> None:  # noqa: D102
-        row = self._rows.get(name)
-        if row is not None and row.handed < position:
-            self._rows[name] = row._replace(handed=position)
-
-    async def ack(self, name: str, position: int) -> bool:  # noqa: D102
-        row = self._rows.get(name)
-        checkpoint = await self._checkpoints.load(name)
-        if row is None or checkpoint is None or not checkpoint < position <= row.handed:
-            return False
-        return await self._checkpoints.advance(name, checkpoint, position, None)
-
-    async def mark_grouped(self, name: str) -> None:  # noqa: D102
-        raise InvalidInput("consumer groups need a SQLite or PostgreSQL store")
-
-    async def handed_to(self, name: str, member: str) -> dict[int, int]:  # noqa: D102
-        return {}
-
-    async def hand_out_partitions(  # noqa: D102
-        self, name: str, member: str, partitions: list[int], position: int
-    ) -> None:
-        raise InvalidInput("consumer groups need a SQLite or PostgreSQL store")
-
-    async def group_checkpoint(self, name: str) -> int | None:  # noqa: D102
-        return None
-
-    async def reset(self, name: str, position: int) -> None:  # noqa: D102
-        row = self._rows.get(name)
-        if row is not None:
-            self._rows[name] = row._replace(handed=position)
-        await self._checkpoints.reset(name, position)
-
-    async def delete(self, name: str) -> bool:  # noqa: D102
-        if self._rows.pop(name, None) is None:
-            return False
-        self._checkpoints.forget(name)
-        return True

@@ -43,8 +43,10 @@ ON CONFLICT (subscription, partition) DO UPDATE SET
                     ELSE excluded.position END,
     member = excluded.member;
 
--- name: group_checkpoint
-SELECT min(position) FROM {schema}.partitions WHERE subscription = $1;
+-- name: group_state
+-- A group's lowest partition checkpoint and its live members.
+SELECT (SELECT min(position) FROM {schema}.partitions WHERE subscription = $1),
+       (SELECT count(*) FROM {schema}.members WHERE subscription = $1);
 
 -- name: lock_definition
 SELECT name FROM {schema}.pull WHERE name = $1 FOR UPDATE;

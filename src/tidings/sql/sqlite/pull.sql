@@ -44,8 +44,10 @@ ON CONFLICT (subscription, partition) DO UPDATE SET
                     ELSE excluded.position END,
     member = excluded.member;
 
--- name: group_checkpoint
-SELECT min(position) FROM tidings_partitions WHERE subscription = ?;
+-- name: group_state
+-- A group's lowest partition checkpoint and its live members.
+SELECT (SELECT min(position) FROM tidings_partitions WHERE subscription = ?1),
+       (SELECT count(*) FROM tidings_members WHERE subscription = ?1);
 
 -- name: reset_checkpoint
 UPDATE tidings_subscriptions SET position = ?1, updated_ms = ?2 WHERE name = ?3;
