@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve demo test check unit bench services clean
+.PHONY: serve demo test check unit bench services browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 services:
 	bash scripts/services.sh
 
+## browser: install Debian's Chromium for the browser test if it is missing
+browser:
+	bash scripts/browser.sh
+
 ## check: lint, types, layer contracts
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
@@ -31,7 +35,7 @@ check: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 ## test: the whole suite against real services, slow fault tests included
-test: $(STAMP) services check
+test: $(STAMP) services browser check
 	$(PY) -m pytest -q
 
 ## unit: the fast in-memory part only
