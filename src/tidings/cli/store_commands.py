@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sys
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import msgspec
@@ -35,7 +34,7 @@ from tidings.cli.output import (
     wants_json,
 )
 from tidings.cli.runner import DEFAULT_STORE, opened, run
-from tidings.errors import ConfigurationError, InvalidInput
+from tidings.errors import InvalidInput
 from tidings.events import ANY, NO_STREAM, STREAM_EXISTS, Expected, Filter, NewEvent
 
 StoreOption = Annotated[
@@ -265,13 +264,6 @@ def subscriptions(
     printer = Printer(SUBSCRIPTION_COLUMNS, as_json=wants_json(as_json))
 
     async def work() -> None:
-        if urlsplit(store).scheme in ("http", "https"):
-            # The remote store has no subscriptions call: it would list a local, empty
-            # table. Refuse until the server lists them.
-            raise ConfigurationError(
-                "a tidings server does not list its subscriptions over HTTP yet: "
-                "give the server's own store URL (sqlite:///..., postgresql://...)"
-            )
         async with opened(store) as s:
             for info in await s.subscriptions():
                 printer.add(info)

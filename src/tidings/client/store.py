@@ -31,6 +31,7 @@ from tidings.events import (
 from tidings.store import redact
 from tidings.store.base import StoreFront, check_limit, check_page_size, check_position
 from tidings.store.planner import Group
+from tidings.subscriptions.checkpoints import SubscriptionInfo
 from tidings.wire import (
     ErrorBody,
     Head,
@@ -43,6 +44,7 @@ from tidings.wire import (
     error_from_body,
     expected_to_wire,
 )
+from tidings.wire_subscriptions import AckResult, SubscriptionsPage
 
 T = TypeVar("T")
 log = logging.getLogger("tidings.client")
@@ -268,6 +270,31 @@ class RemoteStore(StoreFront):
             return await self._call("GET", f"/events/{position}/audit", AuditRecord)
         except LookupError:
             return None
+
+    async def subscriptions(self) -> list[SubscriptionInfo]:
+        """The server's pull subscriptions the caller may see: checkpoint, head, lag, state."""
+        page = await self._call("GET", "/subscriptions", SubscriptionsPage)
+        return [
+            SubscriptionInfo(
+                s.name,
+                s.checkpoint,
+                s.head,
+                s.lag,
+                s.state,
+                s.last_error,
+                s.updated,
+                s.parked,
+                s.members,
+                s.definition.partitions if s.grouped else 0,
+            )
+            for s in page.subscriptions
+        ]
+
+    async def reset_subscription(self, name: str, position: int = 0) -> None:
+        """Move a pull subscription's checkpoint on the server to ``position``."""
+        check_position(position, "position")
+        path = f"/subscriptions/{quote(name, safe='')}/reset"
+        await self._call("POST", path, AckResult, body=encoder.encode({"position": position}))
 
     async def read_all_pages(
         self,
