@@ -45,6 +45,9 @@ WireExpected = int | str | None
 
 _MARKERS = {"any": ANY, "no_stream": NO_STREAM, "stream_exists": STREAM_EXISTS}
 
+MAX_POSITION = 2**63 - 1
+"""The largest position or version any backend can hold (a signed 64-bit integer)."""
+
 
 class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /streams/{stream}/events``: events to append and the expected version."""

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from tidings.server import errors, metrics, openapi
 from tidings.server.auth import Authenticator
+from tidings.server.guard import RefuseNul
 from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.metrics import RequestMetrics, ServerMetrics
@@ -75,6 +76,7 @@ def create_app(
     routers = (live.router, store.router, views.router, health.router, metrics.router)
     for router in (*routers, subscriptions.router):  # live first: its paths end in /live
         app.include_router(router)
+    app.add_middleware(RefuseNul)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     if settings.cors_origins:
         app.add_middleware(

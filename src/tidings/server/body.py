@@ -53,6 +53,8 @@ async def decode_body(request: Request, type_: type[T], limit: int) -> T:
         raise ApiError(422, "validation_error", str(exc), field=path) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_input", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_input", "the body nests too deeply to decode") from None
     return value
 
 

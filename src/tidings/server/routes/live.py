@@ -13,6 +13,7 @@ from tidings.server.errors import ApiError
 from tidings.server.node import Node
 from tidings.server.routes.store import NodeDep, log_filter, readable
 from tidings.server.sse import LiveStream
+from tidings.wire import MAX_POSITION
 
 router = APIRouter()
 
@@ -33,7 +34,7 @@ def resume_point(
     for what, value in (("Last-Event-ID", last_event_id), ("last_event_id", query_last)):
         if value is not None and value.strip():
             text = value.strip()
-            if not text.isdigit():
+            if not text.isdigit() or int(text) > MAX_POSITION:
                 raise InvalidInput(f"{what} must be a position (an int >= 0), not {value!r}")
             return int(text)
     return from_position or 0
@@ -54,7 +55,7 @@ def open_stream(node: Node, cursor: int, filter: Filter | None, stream: str | No
 async def follow_log(
     node: NodeDep,
     who: Caller,
-    from_position: Annotated[int | None, Query(ge=0)] = None,
+    from_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     last_event_id: str | None = None,
     category: Annotated[list[str] | None, Query()] = None,
     type: Annotated[list[str] | None, Query()] = None,
@@ -75,7 +76,7 @@ async def follow_stream(
     stream: str,
     node: NodeDep,
     who: Caller,
-    from_position: Annotated[int | None, Query(ge=0)] = None,
+    from_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     last_event_id: str | None = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> LiveStream:

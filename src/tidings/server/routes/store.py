@@ -16,6 +16,7 @@ from tidings.server.errors import ApiError
 from tidings.server.node import Node, node_of
 from tidings.server.openapi import body_of, responses
 from tidings.wire import (
+    MAX_POSITION,
     AppendBody,
     Head,
     LogPage,
@@ -95,7 +96,7 @@ async def read_stream(
     stream: str,
     node: NodeDep,
     who: Caller,
-    from_version: Annotated[int | None, Query(ge=0)] = None,
+    from_version: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     limit: Limit = None,
     direction: Literal["forward", "backward"] = "forward",
 ) -> Response:
@@ -158,7 +159,9 @@ async def list_streams(
 async def read_log(
     node: NodeDep,
     who: Caller,
-    from_position: Annotated[int, Query(ge=0, description="read events after this")] = 0,
+    from_position: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="read events after this")
+    ] = 0,
     limit: Limit = None,
     category: Annotated[list[str] | None, Query()] = None,
     type: Annotated[list[str] | None, Query()] = None,
@@ -186,7 +189,7 @@ async def read_log(
 )
 async def audit(position: int, node: NodeDep, who: Caller) -> Response:
     """The audit record of the transaction that wrote the event at ``position``."""
-    if position < 1:
+    if not 1 <= position <= MAX_POSITION:
         raise ApiError(404, "not_found", f"no event at position {position}")
     if who.categories("read") is not None:
         found = [e async for e in node.store.read_all(position - 1, limit=1)]
