@@ -177,9 +177,15 @@ async def read_log(
     size = page_limit(node, limit)
     head = await node.store.head()
     events = [e async for e in node.store.read_all(from_position, found, limit=size)]
-    last = events[-1].position if events else from_position
-    following = last if size and len(events) == size else max(last, head, from_position)
-    return reply(LogPage(events, following, max(head, last)))
+    if events:
+        head = max(head, events[-1].position)  # a commit may land between the two reads
+    if size == 0:
+        following = from_position  # nothing was read: skip nothing
+    elif len(events) == size:
+        following = events[-1].position
+    else:
+        following = max(head, from_position)  # past the stretch the filters dropped
+    return reply(LogPage(events, following, head))
 
 
 @router.get(
