@@ -49,10 +49,15 @@ MAX_POSITION = 2**63 - 1
 """The largest position or version any backend can hold (a signed 64-bit integer)."""
 
 
+class EventIn(NewEvent, frozen=True, forbid_unknown_fields=True):
+    """An event to append, as a request body carries it: a ``NewEvent`` whose unknown
+    fields are refused (a misspelt ``dta`` would otherwise store an event without data)."""
+
+
 class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /streams/{stream}/events``: events to append and the expected version."""
 
-    events: list[NewEvent]
+    events: list[EventIn]
     expected_version: WireExpected = None
 
 
@@ -60,7 +65,7 @@ class StreamAppend(msgspec.Struct, forbid_unknown_fields=True):
     """One stream's part of a transaction."""
 
     stream: str
-    events: list[NewEvent]
+    events: list[EventIn]
     expected_version: WireExpected = None
 
 
