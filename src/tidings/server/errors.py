@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from tidings.errors import TidingsError
 from tidings.wire import ErrorBody, encoder, error_body, error_kind
@@ -86,7 +87,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, ErrorBody(code, message), exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed(request)}
+    return error_response(exc.status_code, ErrorBody(code, message), headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method served at the request's path (Starlette names only the first route's:
+    ``POST`` alone for ``/streams/{stream}/events``, which is read with ``GET`` too)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        served = isinstance(route, Route) and route.methods
+        if served and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
