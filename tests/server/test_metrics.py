@@ -27,7 +27,7 @@ async def test_metrics_count_requests_appends_head_and_live_clients(sqlite_url: 
     assert 'tidings_events_appended_total{store="server"} 3.0' in text
     assert 'tidings_append_size_events_count{store="server"} 1.0' in text
     assert 'tidings_head_position{store="server"} 3.0' in text
-    route = 'route="/streams/{stream:path}/events"'
+    route = 'route="/streams/{stream:stream}/events"'
     assert f'tidings_http_requests_total{{method="POST",{route},status="201"}} 1.0' in text
     assert f'tidings_http_requests_total{{method="POST",{route},status="400"}} 1.0' in text
     assert "tidings_http_request_seconds_bucket" in text

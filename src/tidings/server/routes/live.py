@@ -70,7 +70,7 @@ async def follow_log(
 
 
 @router.get(
-    "/streams/{stream:path}/events/live", summary="Follow one stream live (SSE)", responses=_SSE
+    "/streams/{stream:stream}/events/live", summary="Follow one stream live (SSE)", responses=_SSE
 )
 async def follow_stream(
     stream: str,

@@ -69,7 +69,7 @@ def readable(who: Principal, found: Filter | None) -> Filter | None:
 
 
 @router.post(
-    "/streams/{stream:path}/events",
+    "/streams/{stream:stream}/events",
     status_code=201,
     summary="Append events to a stream",
     openapi_extra=body_of(AppendBody),
@@ -88,7 +88,7 @@ async def append(stream: str, request: Request, node: NodeDep, who: Caller) -> R
 
 
 @router.get(
-    "/streams/{stream:path}/events",
+    "/streams/{stream:stream}/events",
     summary="Read a stream",
     responses=responses(StreamPage, errors=(400, 422, 503)),
 )
@@ -116,7 +116,7 @@ async def read_stream(
 
 
 @router.get(
-    "/streams/{stream:path}",
+    "/streams/{stream:stream}",
     summary="A stream's last version",
     responses=responses(StreamVersion, errors=(404, 503)),
 )
