@@ -17,7 +17,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.metrics import Metrics
@@ -107,7 +107,7 @@ class RequestMetrics:
                 metrics.requests.labels(scope["method"], route, "500").inc()
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(request: Request, node: NodeDep, who: Caller) -> Response:
     """The server's metrics in Prometheus' text format (admin only when auth is on)."""
     who.require_admin()

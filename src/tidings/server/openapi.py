@@ -64,6 +64,18 @@ def responses(
     return found
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema without FastAPI's ``null`` branch (``int | None`` is
+    ``anyOf: [integer, null]``): a path, query or header value is never JSON null, and
+    an optional one is simply left out."""
+    branches = schema.get("anyOf")
+    if branches is None or {"type": "null"} not in branches:
+        return schema
+    kept = [b for b in branches if b != {"type": "null"}]
+    rest = {k: v for k, v in schema.items() if k != "anyOf" and (k, v) != ("default", None)}
+    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
+
+
 def install(app: FastAPI) -> None:
     """Build the document once, on first request, with the wire types' schemas."""
 
@@ -87,6 +99,8 @@ def install(app: FastAPI) -> None:
             schemas.pop(name, None)
         for path in schema.get("paths", {}).values():
             for operation in path.values():
+                for parameter in operation.get("parameters", []):
+                    parameter["schema"] = _not_null(parameter.get("schema", {}))
                 answers = operation.get("responses", {})
                 if "422" in answers:
                     answers["422"] = {
