@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from tidings.errors import TidingsError
 from tidings.wire import ErrorBody, encoder, error_body, error_kind
@@ -31,6 +31,9 @@ _HTTP_CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 class ApiError(Exception):
@@ -96,12 +99,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def _allowed(request: Request) -> str:
     """Every method served at the request's path (Starlette names only the first route's:
     ``POST`` alone for ``/streams/{stream}/events``, which is read with ``GET`` too)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        served = isinstance(route, Route) and route.methods
-        if served and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+    routes = request.app.router.routes  # FastAPI wraps included routers: ask each route
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
