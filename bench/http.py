@@ -120,10 +120,11 @@ class Sizes:
     steps: int  # the most steps it takes
     read_events: int  # events pre-loaded for the read part
     drain_idle: float  # seconds without a frame after which a phase's stragglers are late
+    drain_cap: float  # seconds the writer waits for its last appends, then the clients for the rest
 
 
-FULL = Sizes(3, 1, 1000, 4, 10.0, 1.0, 3.0, 4, 100_000, 2.0)
-QUICK = Sizes(1, 0, 200, 2, 2.0, 0.5, 1.0, 1, 10_000, 1.0)
+FULL = Sizes(3, 1, 1000, 4, 10.0, 1.0, 3.0, 4, 100_000, 2.0, 5.0)
+QUICK = Sizes(1, 0, 200, 2, 2.0, 0.5, 1.0, 1, 10_000, 1.0, 2.0)
 LADDER_UP = 2.0  # each saturation step multiplies the rate by this
 LADDER_DOWN = 0.25  # ... or by this, when --sse-rate itself does not hold
 WARM_RATE = 20.0  # events/s of the SSE warm-up (the clients join; no backlog is built)
@@ -161,6 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--phase", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cap", type=float, default=30.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.sse_rate <= 0:
         parser.error("--runs and --sse-rate must be positive")
@@ -548,7 +550,8 @@ class SSEClients:
 
 async def writer(args: argparse.Namespace) -> dict[str, Any]:
     """Append one event every 1/``--rate`` s for ``--seconds`` (open loop, absolute
-    deadlines), each carrying its phase and ``perf_counter()`` just before the POST."""
+    deadlines), each carrying its phase and ``perf_counter()`` just before the POST;
+    then wait at most ``--cap`` s for the appends still unanswered, and give them up."""
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=CONNS)
@@ -585,12 +588,20 @@ async def writer(args: argparse.Namespace) -> dict[str, Any]:
             task = asyncio.create_task(one(i))
             pending.add(task)
             task.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
+        if pending:
+            _, unanswered = await asyncio.wait(set(pending), timeout=args.cap)
+            for task in unanswered:
+                task.cancel()
+            await asyncio.gather(*unanswered, return_exceptions=True)
+        else:
+            unanswered = set()
         drained = time.perf_counter() - start - total / args.rate
     # rate: appends acknowledged per scheduled second (open loop: every append starts on
     # time unless this loop stalls, see lag_ms); drain_ms: how long the last ones took.
     return {
+        "issued": total,
         "written": written,
+        "unanswered": len(unanswered),
         "errors": errors,
         "rate": written * args.rate / total,
         "lag_ms": lag * 1000,
@@ -1136,19 +1147,20 @@ class Fanout:
         wrote = run_child(
             [
                 "--role", "writer", "--url", self.append_url, f"--rate={rate}",
-                f"--seconds={seconds}", f"--phase={number}",
+                f"--seconds={seconds}", f"--phase={number}", f"--cap={cap}",
             ],
             timeout=120 + 3 * seconds,
         )  # fmt: skip
         for process in self.processes:
-            process.send(f"report {number} {wrote['written']} {cap}")
+            process.send(f"report {number} {wrote['issued']} {cap}")
         reports = [json.loads(p.readline(300)) for p in self.processes]
-        found = merge_reports(reports, wrote["written"], self.connected)
+        found = merge_reports(reports, wrote["issued"], self.connected)
         found.update(
             rate=rate,
             seconds=seconds,
             writes_per_s=wrote["rate"],
-            write_errors=wrote["errors"],
+            write_errors=wrote["errors"] + wrote["unanswered"],
+            unanswered=wrote["unanswered"],
             lag_ms=wrote["lag_ms"],
         )
         found["new_drops"] = found["dropped"] - self.dropped
@@ -1214,9 +1226,9 @@ def fanout_series(
             flush=True,
         )
         warm = min(args.sse_rate, WARM_RATE)
-        fan.phase(warm, sizes.sse_warmup, cap=sizes.sse_seconds)  # warm-up: not counted
+        fan.phase(warm, sizes.sse_warmup, cap=sizes.drain_cap)  # warm-up: not counted
         for run in range(1, args.runs + 1):
-            found = fan.phase(args.sse_rate, sizes.sse_seconds, cap=sizes.sse_seconds)
+            found = fan.phase(args.sse_rate, sizes.sse_seconds, cap=sizes.drain_cap)
             result["runs"].append(found)
             report(f"{args.sse_rate:,.0f} ev/s run {run}/{args.runs}", found)
             if not found["held"]:
@@ -1234,7 +1246,9 @@ def fanout_series(
                 fan.close()
                 fan = Fanout(args, live_url(), append_url, phases)
                 result["reconnects"] += 1
-            found = fan.phase(rate, sizes.step_seconds, cap=sizes.step_seconds)
+            found = fan.phase(
+                rate, sizes.step_seconds, cap=min(sizes.drain_cap, sizes.step_seconds)
+            )
             found["connected"] = fan.connected
             result["ladder"].append(found)
             report(f"ladder {rate:,} ev/s", found)
@@ -1365,7 +1379,8 @@ def render_sse(found: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "latency: the client's receipt - the writer's perf_counter() just before its POST (commit and fan-out included);",
         "deliveries/s: frames received by all clients / (last receipt - first send); dropped: clients cut off or refused;",
-        f"late: events x clients not received {args.sizes.sse_seconds:g} s (steps: {args.sizes.step_seconds:g} s) after the last append. "
+        f"late: appends x clients not received by the cut-off (the writer gives up on its appends {args.sizes.drain_cap:g} s after "
+        f"the last one, the clients wait as long again; steps: {min(args.sizes.drain_cap, args.sizes.step_seconds):g} s). "
         "Mean frame size: " + ", ".join(f"{b:.0f} B" for b in frame) + " (tidings, raw).",
     ]
     text += [f"ERROR ({k}): {v}" for k, v in found["errors"].items()]
@@ -1474,18 +1489,23 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     loads: dict[str, float] = {"start": load}
     texts: list[str] = []
-    if "appends" in args.part:
-        results["appends"] = run_appends(args, stores, Loader(kind, args.sizes), pg_error)
-        loads["after_appends"] = load_now()
-        texts.append(render_appends(results["appends"], args))
-    if "sse" in args.part:
-        results["sse"] = run_sse(args, stores)
-        loads["after_sse"] = load_now()
-        texts.append(render_sse(results["sse"], args))
-    if "read" in args.part:
-        results["read"] = run_read(args, stores, pg_error)
-        loads["after_read"] = load_now()
-        texts.append(render_read(results["read"], args))
+    seconds: dict[str, float] = {}
+    parts = {
+        "appends": (
+            lambda: run_appends(args, stores, Loader(kind, args.sizes), pg_error),
+            render_appends,
+        ),
+        "sse": (lambda: run_sse(args, stores), render_sse),
+        "read": (lambda: run_read(args, stores, pg_error), render_read),
+    }
+    for part in PARTS:
+        if part in args.part:
+            started = time.perf_counter()
+            run, render = parts[part]
+            results[part] = run()
+            seconds[part] = round(time.perf_counter() - started, 1)
+            loads[f"after_{part}"] = load_now()
+            texts.append(render(results[part], args))
     total = time.perf_counter() - began
     print()
     print("\n\n".join(texts))
@@ -1507,11 +1527,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "goals": GOALS,
         "total_seconds": round(total, 1),
+        "part_seconds": seconds,
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.output} ({total:.0f} s in all)")
+    took = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+    print(f"\nwrote {args.output} ({total:.0f} s in all: {took})")
     failed = any(part.get("errors") for part in results.values())
     return 1 if failed else 0
 
