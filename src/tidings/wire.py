@@ -140,6 +140,17 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     limit: int | None = None
 
 
+class VersionConflictBody(msgspec.Struct):
+    """The 409 ``wrong_expected_version`` body: ``actual`` is null when the stream does not
+    exist (always present, unlike the optional details of other errors)."""
+
+    error: str
+    message: str
+    stream: str
+    expected: int | str
+    actual: int | None
+
+
 AuditOut = AuditRecord
 """``GET /events/{position}/audit``: the audit record of the event's transaction."""
 
@@ -200,15 +211,11 @@ def error_kind(exc: BaseException) -> ErrorKind | None:
     return None
 
 
-def error_body(exc: TidingsError, code: str) -> ErrorBody:
+def error_body(exc: TidingsError, code: str) -> ErrorBody | VersionConflictBody:
     """The response body for a tidings error, with the details its code carries."""
     if isinstance(exc, WrongExpectedVersion):
-        return ErrorBody(
-            code,
-            str(exc),
-            stream=exc.stream,
-            expected=expected_to_wire(exc.expected),
-            actual=exc.actual,
+        return VersionConflictBody(
+            code, str(exc), exc.stream, expected_to_wire(exc.expected), exc.actual
         )
     if isinstance(exc, DuplicateEventId):
         return ErrorBody(

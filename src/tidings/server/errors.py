@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from tidings.errors import TidingsError
-from tidings.wire import ErrorBody, encoder, error_body, error_kind
+from tidings.wire import ErrorBody, VersionConflictBody, encoder, error_body, error_kind
 
 log = logging.getLogger("tidings.server")
 
@@ -54,7 +54,7 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, body: ErrorBody, headers: Mapping[str, str] | None = None
+    status: int, body: ErrorBody | VersionConflictBody, headers: Mapping[str, str] | None = None
 ) -> Response:
     """A JSON error response in the one shape every error has."""
     return Response(encoder.encode(body), status, headers, media_type="application/json")
