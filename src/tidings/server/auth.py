@@ -211,7 +211,7 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
 
 
-def caller(request: Request) -> Principal:
+async def caller(request: Request) -> Principal:
     """The authenticated caller of ``request`` (a FastAPI dependency), within its rate
     limit when one is configured (429 past it)."""
     authenticator: Authenticator = request.app.state.authenticator

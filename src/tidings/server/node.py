@@ -48,7 +48,13 @@ class Node:
             await self.store.close()
 
 
-def node_of(request: Request) -> Node:
-    """The node serving ``request`` (a FastAPI dependency)."""
+def node_in(request: Request) -> Node:
+    """The node serving ``request``."""
     node: Node = request.app.state.tidings
     return node
+
+
+async def node_of(request: Request) -> Node:
+    """The node serving ``request`` (a FastAPI dependency: async, so it runs on the loop
+    rather than in a worker thread)."""
+    return node_in(request)

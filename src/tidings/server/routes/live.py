@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 
 from tidings.errors import InvalidInput
 from tidings.events import Filter, category_of
-from tidings.server.auth import Caller
+from tidings.server.auth import caller
 from tidings.server.errors import ApiError
-from tidings.server.node import Node
-from tidings.server.routes.store import NodeDep, log_filter, readable
+from tidings.server.node import Node, node_in
+from tidings.server.routes.store import log_filter, readable
 from tidings.server.sse import LiveStream
 from tidings.wire import MAX_POSITION
 
@@ -53,8 +53,7 @@ def open_stream(node: Node, cursor: int, filter: Filter | None, stream: str | No
 
 @router.get("/events/live", summary="Follow the global log live (SSE)", responses=_SSE)
 async def follow_log(
-    node: NodeDep,
-    who: Caller,
+    request: Request,
     from_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     last_event_id: str | None = None,
     category: Annotated[list[str] | None, Query()] = None,
@@ -64,6 +63,7 @@ async def follow_log(
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> LiveStream:
     """Events after the resume point, then each new one as it commits, in order."""
+    node, who = node_in(request), await caller(request)
     cursor = resume_point(last_event_id_header, last_event_id, from_position)
     found = readable(who, log_filter(category, type, stream_prefix, stream_pattern))
     return open_stream(node, cursor, found, None)
@@ -74,13 +74,13 @@ async def follow_log(
 )
 async def follow_stream(
     stream: str,
-    node: NodeDep,
-    who: Caller,
+    request: Request,
     from_position: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     last_event_id: str | None = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> LiveStream:
     """The stream's events after the resume point (a global position), then live."""
+    node, who = node_in(request), await caller(request)
     who.require("read", category_of(stream))
     cursor = resume_point(last_event_id_header, last_event_id, from_position)
     return open_stream(node, cursor, None, stream)

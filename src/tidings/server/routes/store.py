@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from tidings.errors import InvalidInput
 from tidings.events import AppendResult, Audit, AuditRecord, Filter, category_of
-from tidings.server.auth import Caller, Principal
+from tidings.server.auth import Principal, caller
 from tidings.server.body import decode_body, reply
 from tidings.server.errors import ApiError
-from tidings.server.node import Node, node_of
+from tidings.server.node import Node, node_in, node_of
 from tidings.server.openapi import body_of, responses
 from tidings.wire import (
     MAX_POSITION,
@@ -30,6 +30,8 @@ from tidings.wire import (
 
 router = APIRouter()
 NodeDep = Annotated[Node, Depends(node_of)]
+# The store's routes take the request and call node_in / caller themselves: FastAPI's
+# dependency solving costs ~20% of a small append's time on the server.
 Limit = Annotated[int | None, Query(ge=0, description="the most items to return")]
 
 
@@ -75,11 +77,12 @@ def readable(who: Principal, found: Filter | None) -> Filter | None:
     openapi_extra=body_of(AppendBody),
     responses=responses(AppendResult, 201, errors=(400, 409, 413, 415, 422, 503)),
 )
-async def append(stream: str, request: Request, node: NodeDep, who: Caller) -> Response:
+async def append(stream: str, request: Request) -> Response:
     """Append events atomically if the stream is at ``expected_version`` (default: any).
 
     Idempotent by event id: the same ids with the same content return the first result.
     """
+    node, who = node_in(request), await caller(request)
     who.require("append", category_of(stream))
     body = await decode_body(request, AppendBody, node.settings.max_body_bytes)
     expected = expected_from_wire(body.expected_version)
@@ -94,13 +97,13 @@ async def append(stream: str, request: Request, node: NodeDep, who: Caller) -> R
 )
 async def read_stream(
     stream: str,
-    node: NodeDep,
-    who: Caller,
+    request: Request,
     from_version: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     limit: Limit = None,
     direction: Literal["forward", "backward"] = "forward",
 ) -> Response:
     """A page of a stream's events from ``from_version``, forwards or backwards."""
+    node, who = node_in(request), await caller(request)
     who.require("read", category_of(stream))
     size = page_limit(node, limit)
     backwards = direction == "backward"
@@ -120,8 +123,9 @@ async def read_stream(
     summary="A stream's last version",
     responses=responses(StreamVersion, errors=(404, 503)),
 )
-async def stream_version(stream: str, node: NodeDep, who: Caller) -> Response:
+async def stream_version(stream: str, request: Request) -> Response:
     """The stream's last version; 404 when it has no events."""
+    node, who = node_in(request), await caller(request)
     who.require("read", category_of(stream))
     version = await node.store.stream_version(stream)
     if version is None:
@@ -135,14 +139,14 @@ async def stream_version(stream: str, node: NodeDep, who: Caller) -> Response:
     responses=responses(StreamsPage, errors=(422, 503)),
 )
 async def list_streams(
-    node: NodeDep,
-    who: Caller,
+    request: Request,
     prefix: str | None = None,
     after: Annotated[str | None, Query(description="the last name of the previous page")] = None,
     limit: Limit = None,
 ) -> Response:
     """Streams in name order with their last version, a page at a time (only those of
     categories the caller may read)."""
+    node, who = node_in(request), await caller(request)
     size = page_limit(node, limit)
     found = [s async for s in node.store.list_streams(prefix=prefix, after=after, limit=size)]
     following = found[-1].name if size and len(found) == size else None
@@ -157,8 +161,7 @@ async def list_streams(
     responses=responses(LogPage, errors=(400, 422, 503)),
 )
 async def read_log(
-    node: NodeDep,
-    who: Caller,
+    request: Request,
     from_position: Annotated[
         int, Query(ge=0, le=MAX_POSITION, description="read events after this")
     ] = 0,
@@ -173,6 +176,7 @@ async def read_log(
     ``next`` is the ``from_position`` to read on from: past every event of this page, and
     past the stretch the filters dropped.
     """
+    node, who = node_in(request), await caller(request)
     found = readable(who, log_filter(category, type, stream_prefix, stream_pattern))
     size = page_limit(node, limit)
     head = await node.store.head()
@@ -193,8 +197,9 @@ async def read_log(
     summary="The audit record of an event's transaction",
     responses=responses(AuditRecord, errors=(404, 422, 503)),
 )
-async def audit(position: int, node: NodeDep, who: Caller) -> Response:
+async def audit(position: int, request: Request) -> Response:
     """The audit record of the transaction that wrote the event at ``position``."""
+    node, who = node_in(request), await caller(request)
     if not 1 <= position <= MAX_POSITION:
         raise ApiError(404, "not_found", f"no event at position {position}")
     if who.categories("read") is not None:
@@ -210,8 +215,7 @@ async def audit(position: int, node: NodeDep, who: Caller) -> Response:
 
 @router.get("/head", summary="The last committed position", responses=responses(Head))
 async def head(
-    node: NodeDep,
-    who: Caller,
+    request: Request,
     at_least: Annotated[
         int | None, Query(ge=0, description="wait until the head reaches this position")
     ] = None,
@@ -219,6 +223,8 @@ async def head(
 ) -> Response:
     """The last committed position (0 when the store is empty). With ``at_least``, a long
     poll: answers as soon as the head reaches it, or with the head as it is after ``wait``."""
+    node = node_in(request)
+    await caller(request)  # any caller may know the head
     if at_least is not None and wait > 0:
         with contextlib.suppress(TimeoutError):
             return reply(Head(await node.store.wait_for(at_least, timeout=wait)))
@@ -232,8 +238,9 @@ async def head(
     openapi_extra=body_of(TransactionBody),
     responses=responses(TransactionResult, 201, errors=(400, 409, 413, 415, 422, 503)),
 )
-async def transaction(request: Request, node: NodeDep, who: Caller) -> Response:
+async def transaction(request: Request) -> Response:
     """All the appends land or none does, with one audit record."""
+    node, who = node_in(request), await caller(request)
     body = await decode_body(request, TransactionBody, node.settings.max_body_bytes)
     for part in body.appends:
         who.require("append", category_of(part.stream))

@@ -20,7 +20,7 @@ from tidings.events import Filter
 from tidings.server.auth import Caller, Principal
 from tidings.server.body import decode_body, reply
 from tidings.server.errors import ApiError
-from tidings.server.node import Node, node_of
+from tidings.server.node import Node, node_in
 from tidings.server.openapi import body_of, responses
 from tidings.server.routes.store import NodeDep
 from tidings.store.base import StoreFront
@@ -46,9 +46,9 @@ from tidings.wire_subscriptions import (
 router = APIRouter(tags=["subscriptions"])
 
 
-def consumers_of(request: Request) -> PullConsumers:
+async def consumers_of(request: Request) -> PullConsumers:
     """The pull consumers of the node's store (a FastAPI dependency; made once per store)."""
-    node: Node = node_of(request)
+    node: Node = node_in(request)
     found: PullConsumers | None = getattr(request.app.state, "pull_consumers", None)
     if found is None or found.store is not node.store:
         if not isinstance(node.store, StoreFront):
