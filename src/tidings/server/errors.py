@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -108,6 +109,9 @@ def _allowed(request: Request) -> str:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ClientDisconnect):  # the client left mid-body: nobody to answer
+        log.debug("client left during %s %s", request.method, request.url.path)
+        return error_response(400, ErrorBody("client_disconnected", "the client went away"))
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, ErrorBody("internal_error", "the server failed"))
 

@@ -28,17 +28,23 @@ def frame(event: RecordedEvent) -> bytes:
     return b"id: %d\ndata: %s\n\n" % (event.position, encoder.encode(event))
 
 
+Chunk = tuple[list[int], list[bytes]]
+"""Positions and their SSE frames, in order: one page's worth for one client."""
+
+
 class LiveClient:
-    """One live reader's filter and bounded queue of (position, frame)."""
+    """One live reader's filter and bounded queue of chunks (positions and frames)."""
 
     def __init__(
         self, filter: Filter | None, stream: str | None, max_events: int, max_bytes: int
     ) -> None:
         self.filter = None if filter is None or filter.is_empty else filter
         self.stream = stream
+        self.everything = self.filter is None and stream is None
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.queue: deque[tuple[int, bytes]] = deque()
+        self.queue: deque[Chunk] = deque()
+        self.queued_events = 0
         self.queued_bytes = 0
         self.overflowed = False
         self.wake = asyncio.Event()
@@ -49,21 +55,28 @@ class LiveClient:
             return False
         return self.filter is None or self.filter.matches(event)
 
-    def offer(self, position: int, data: bytes) -> None:
-        """Queue a frame, or mark the client overflowed when its queue is full."""
+    def offer(self, chunk: Chunk, size: int) -> None:
+        """Queue a chunk of ``size`` bytes, or mark the client overflowed when it would not
+        fit its bounds."""
         if self.overflowed:
             return
-        if len(self.queue) >= self.max_events or self.queued_bytes + len(data) > self.max_bytes:
+        count = len(chunk[0])
+        if (
+            self.queued_events + count > self.max_events
+            or self.queued_bytes + size > self.max_bytes
+        ):
             self.overflowed = True
         else:
-            self.queue.append((position, data))
-            self.queued_bytes += len(data)
+            self.queue.append(chunk)
+            self.queued_events += count
+            self.queued_bytes += size
         self.wake.set()
 
-    def take(self) -> list[tuple[int, bytes]]:
+    def take(self) -> list[Chunk]:
         """Everything queued, in position order, emptying the queue."""
         items = list(self.queue)
         self.queue.clear()
+        self.queued_events = 0
         self.queued_bytes = 0
         self.wake.clear()
         return items
@@ -108,13 +121,8 @@ class LiveLog:
             self.tail, follow=True, page_size=self.page_size
         ):
             clients = list(self.clients)
-            for event in page:
-                data = None
-                for client in clients:
-                    if client.matches(event):
-                        if data is None:
-                            data = frame(event)
-                        client.offer(event.position, data)
+            if clients:
+                _offer_page(page, clients)
             self.tail = page[-1].position
             for client in clients:
                 client.wake.set()  # the tail moved: filtered clients may send an id-only event
@@ -125,3 +133,31 @@ class LiveLog:
         await self._supervisor.stop()
         for client in self.clients:
             client.wake.set()
+
+
+def _offer_page(page: list[RecordedEvent], clients: list[LiveClient]) -> None:
+    """Offer one page to every client: each event encoded once, and clients without a
+    filter sharing one chunk of the whole page."""
+    frames: list[bytes | None] = [None] * len(page)
+    whole: Chunk | None = None
+    whole_size = 0
+    for client in clients:
+        if client.everything:
+            if whole is None:
+                done = [frame(e) if f is None else f for e, f in zip(page, frames, strict=True)]
+                frames[:] = done
+                whole = ([e.position for e in page], done)
+                whole_size = sum(map(len, done))
+            client.offer(whole, whole_size)
+            continue
+        positions: list[int] = []
+        chosen: list[bytes] = []
+        for i, event in enumerate(page):
+            if client.matches(event):
+                data = frames[i]
+                if data is None:
+                    data = frames[i] = frame(event)
+                positions.append(event.position)
+                chosen.append(data)
+        if positions:
+            client.offer((positions, chosen), sum(map(len, chosen)))

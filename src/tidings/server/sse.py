@@ -81,10 +81,8 @@ class LiveStream(Response):
         """Send ``data``; ``moves``: it carries an ``id:`` (the idle-position clock restarts)."""
         assert self._send is not None
         try:
-            await asyncio.wait_for(
-                self._send({"type": "http.response.body", "body": data, "more_body": True}),
-                self.settings.sse_send_timeout,
-            )
+            async with asyncio.timeout(self.settings.sse_send_timeout):  # no task per write
+                await self._send({"type": "http.response.body", "body": data, "more_body": True})
         except (TimeoutError, OSError) as exc:
             raise Gone from exc
         except Exception as exc:  # the server's own "client disconnected" errors
@@ -125,11 +123,17 @@ class LiveStream(Response):
                 if node.stopping.is_set():
                     await self._write(b"retry: %d\n\n" % self.settings.sse_retry_ms, moves=False)
                 raise Gone
-            items = client.take()
-            fresh = [data for position, data in items if position > self.cursor]
+            fresh: list[bytes] = []
+            last = self.cursor
+            for positions, frames in client.take():
+                if positions[0] > last:  # the usual case: the whole chunk is new
+                    fresh += frames
+                else:  # the chunk overlaps what catch-up already sent
+                    fresh += [f for p, f in zip(positions, frames, strict=True) if p > last]
+                last = max(last, positions[-1])
             if fresh:
                 await self._write(b"".join(fresh))
-                self.cursor = max(position for position, _ in items)
+            self.cursor = last
             if client.overflowed:
                 await self._write(
                     b'event: overflow\ndata: {"error":"client_too_slow","resume_from":%d}\n\n'
