@@ -13,7 +13,9 @@ import msgspec
 
 from tidings.events import RecordedEvent
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^/\s]+$")]
+# No "/", no space or control character; spelled out rather than with \s, which means
+# more to Python's re (the server) than to JSON Schema's dialect (the OpenAPI document).
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^/\x00-\x20\x7f]+$")]
 """A subscription name on the wire: 1 to 200 characters, no slash or white space."""
 Member = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Position = Annotated[int, msgspec.Meta(ge=0)]
