@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from tidings.errors import InvalidInput
 from tidings.events import AppendResult, Audit, AuditRecord, Filter, category_of
@@ -249,3 +251,27 @@ async def transaction(request: Request) -> Response:
     for part in body.appends:
         tx.append(part.stream, part.events, expected_from_wire(part.expected_version))
     return reply(TransactionResult(await tx.commit()), 201)
+
+
+async def _append_fast(request: Request) -> Response:
+    return await append(request.path_params["stream"], request)
+
+
+class _FastRoute(Route):
+    """A Starlette route that names itself in the scope, as FastAPI's do (for metrics)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Starlette's match, with ``route`` in the child scope."""
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
+
+
+FAST_ROUTES = [
+    _FastRoute("/streams/{stream:stream}/events", _append_fast, methods=["POST"]),
+    _FastRoute("/transactions", transaction, methods=["POST"]),
+]
+"""The append routes as plain Starlette routes, matched before FastAPI's own: the same
+functions, without FastAPI's per-request dependency solving (about 100 µs of a ~250 µs
+small append). FastAPI's routes for these paths stay, for the OpenAPI document."""
