@@ -34,7 +34,9 @@ def create_app(
 
     A store given open is left open when the app stops; a URL is opened when the app
     starts (its lifespan) and closed when it stops. Mount it in your own app with
-    ``app.mount("/events", create_app(store))``. Metrics go to ``registry`` (a
+    ``app.mount("/events", create_app(store))``: given an open store it serves at once;
+    run its lifespan from yours (``async with events.router.lifespan_context(events)``)
+    for declared views and a clean stop of live streams. Metrics go to ``registry`` (a
     ``prometheus_client.CollectorRegistry``; by default one of the app's own).
     """
     settings = settings or Settings()
@@ -42,9 +44,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        node = await _open(target, settings)
-        app.state.tidings = node
-        app.state.metrics.attach(node)
+        if isinstance(target, str):
+            node = await _open(target, settings)
+            app.state.tidings = node
+            app.state.metrics.attach(node)
+        else:
+            node = app.state.tidings
         try:
             await node.start_views()
         except BaseException:
@@ -71,6 +76,12 @@ def create_app(
         RateLimiter(settings.rate_limit, settings.rate_burst) if limited else None
     )
     app.state.metrics = ServerMetrics(registry)
+    if not isinstance(target, str):
+        # An open store needs no start-up: the app serves at once, even mounted in a host
+        # app whose lifespan never runs this one's (views then wait for that lifespan).
+        node = Node(target, settings, False, LiveLog(target, settings.max_page))
+        app.state.tidings = node
+        app.state.metrics.attach(node)
     errors.install(app)
     openapi.install(app)
     routers = (live.router, store.router, views.router, health.router, metrics.router)
@@ -90,11 +101,9 @@ def create_app(
     return app
 
 
-async def _open(target: EventStore | str, settings: Settings) -> Node:
-    if isinstance(target, str):
-        from tidings.wiring import connect
+async def _open(url: str, settings: Settings) -> Node:
+    from tidings.wiring import connect
 
-        notify = None if settings.notify in (None, "", "none") else settings.notify
-        opened = await connect(target, notify=notify)
-        return Node(opened, settings, True, LiveLog(opened, settings.max_page))
-    return Node(target, settings, False, LiveLog(target, settings.max_page))
+    notify = None if settings.notify in (None, "", "none") else settings.notify
+    opened = await connect(url, notify=notify)
+    return Node(opened, settings, True, LiveLog(opened, settings.max_page))
