@@ -1042,7 +1042,14 @@ def render_appends(found: dict[str, Any], args: argparse.Namespace) -> str:
         "",
     ]
     goal_lines = [("backend", "ratio of medians", "value", "goal", "")]
-    trivial = med(values("trivial fastapi 1", "requests_per_s"))
+    # The HTTP ceiling is the faster trivial endpoint: tidings' append routes skip
+    # FastAPI's layers, so the trivial FastAPI route alone would flatter them.
+    trivials = {
+        name: med(values(f"trivial {name.lower()} 1", "requests_per_s"))
+        for name in ("FastAPI", "Starlette")
+    }
+    ceiling = max((n for n in trivials if trivials[n]), key=lambda n: trivials[n] or 0, default="")
+    trivial = trivials.get(ceiling)
     for backend in args.backend:
         http1 = med(values(f"{backend} http 1", "requests_per_s"))
         in1 = med(values(f"{backend} inprocess 1", "events_per_s"))
@@ -1052,7 +1059,7 @@ def render_appends(found: dict[str, Any], args: argparse.Namespace) -> str:
         r100 = http100 / in100 if http100 and in100 else None
         goal1, goal100 = GOALS["append_1_vs_trivial"], GOALS["append_100_vs_inprocess"]
         goal_lines.append(
-            (backend, "HTTP 1-event req/s / trivial FastAPI req/s", *ratio_cells(r1, goal1))
+            (backend, f"HTTP 1-event req/s / trivial {ceiling} req/s", *ratio_cells(r1, goal1))
         )
         goal_lines.append(
             (backend, "HTTP 100-event ev/s / in-process ev/s", *ratio_cells(r100, goal100))

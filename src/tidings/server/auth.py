@@ -57,9 +57,7 @@ class AuthSettings(BaseModel):
     @property
     def enabled(self) -> bool:
         """Whether any credentials are configured."""
-        return bool(
-            self.api_keys or self.jwt_secret or self.jwt_public_key or self.jwt_jwks_file
-        )
+        return bool(self.api_keys or self.jwt_secret or self.jwt_public_key or self.jwt_jwks_file)
 
 
 def hash_key(key: str) -> str:

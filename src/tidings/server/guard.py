@@ -1,30 +1,68 @@
-"""Requests refused before routing: a URL that holds a NUL character."""
+"""The first layer every request passes: refuse a URL with NUL, count and time the request."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.server.errors import error_response
+from tidings.server.metrics import ServerMetrics
 from tidings.wire import ErrorBody
 
 
-class RefuseNul:
-    """ASGI middleware: 400 ``invalid_input`` for a path or query string holding NUL.
+class Front:
+    """ASGI middleware: 400 ``invalid_input`` for a URL holding NUL; metrics for every request.
 
-    No stream name, event type or category can hold one, so nothing is lost; and
-    PostgreSQL cannot even compare text with one: its error would read as the store
-    being unavailable (503), when the request is what is wrong.
+    No stream name, event type or category can hold a NUL, so nothing is lost by refusing
+    one; and PostgreSQL cannot even compare text with one: its error would read as the
+    store being unavailable (503), when the request is what is wrong. Each request is
+    counted by route template and status, and timed to its first byte (the start of the
+    body, for live streams). One layer for both: each layer costs every request.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
+        self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer 400 for a URL with a NUL, else pass the request on."""
-        if scope["type"] == "http":
-            query: bytes = scope.get("query_string", b"")
-            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-                body = ErrorBody("invalid_input", "the URL holds a NUL character (%00)")
-                await error_response(400, body)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        """Answer 400 for a URL with a NUL, else pass the request on and record it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+            body = ErrorBody("invalid_input", "the URL holds a NUL character (%00)")
+            await error_response(400, body)(scope, receive, send)
+            self._record(scope, 400, started)
+            return
+        answered = False
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+                self._record(scope, message["status"], started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if not answered:  # failed before answering
+                self._record(scope, 500, None)
+
+    def _record(self, scope: Scope, status: int, started: float | None) -> None:
+        key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+        children = self._children.get(key)
+        if children is None:  # ``labels()`` takes a lock and builds a key: once per series
+            method, route, _ = key
+            children = self._children[key] = (
+                self.metrics.latency.labels(method, route),
+                self.metrics.requests.labels(method, route, str(status)),
+            )
+        if started is not None:
+            children[0].observe(time.perf_counter() - started)
+        children[1].inc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.metrics import Metrics
 from tidings.server.auth import Caller
@@ -70,41 +68,6 @@ class _Live(Collector):
         clients = GaugeMetricFamily("tidings_sse_clients", "Live (SSE) clients connected now")
         clients.add_metric([], 0 if node is None else node.sse_clients)
         yield clients
-
-
-class RequestMetrics:
-    """ASGI middleware that counts and times every HTTP request by its route template."""
-
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on; record its route, status and time to first byte."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = [500]
-        timed = [False]
-        metrics = self.metrics
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                route = scope.get("route")
-                name = getattr(route, "path", "unmatched")
-                metrics.latency.labels(scope["method"], name).observe(time.perf_counter() - started)
-                metrics.requests.labels(scope["method"], name, str(status[0])).inc()
-                timed[0] = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            if not timed[0]:  # failed before answering
-                route = getattr(scope.get("route"), "path", "unmatched")
-                metrics.requests.labels(scope["method"], route, "500").inc()
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
