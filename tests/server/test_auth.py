@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -281,12 +283,23 @@ def test_no_token_or_key_reaches_the_server_logs(tmp_path: Path) -> None:
             assert c.get("/head", headers=bearer(secrets[3])).status_code == 401
             assert c.get(f"/events?access_token={secrets[2]}").status_code == 401
             assert c.get(f"/events?access_token={key_of('ci')}").status_code == 200
+        asyncio.run(_ws_handshakes(server.url.replace("http", "ws") + "/ws", secrets))
         server.stop()
         output = server.output
     assert "listening on" in output
     for secret in secrets:
         assert secret not in output
     assert SECRET not in output
+
+
+async def _ws_handshakes(url: str, secrets: list[str]) -> None:
+    import websockets
+
+    for secret in secrets:  # in the query string, as a browser may send it, and as a header
+        for query, headers in ((f"?access_token={secret}", {}), ("", bearer(secret))):
+            async with websockets.connect(url + query, additional_headers=headers) as ws:
+                with contextlib.suppress(websockets.ConnectionClosed):  # 1008 when refused
+                    await ws.recv()
 
 
 async def test_a_caller_over_the_rate_limit_gets_429_with_retry_after() -> None:

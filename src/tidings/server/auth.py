@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, Request
 from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
 
 from tidings.errors import ConfigurationError
 from tidings.server.errors import ApiError
@@ -72,10 +73,13 @@ def new_key() -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: a subject and the scopes granted to it."""
+    """An authenticated caller: a subject and the scopes granted to it; for a JWT, its
+    user (the ``sub`` claim) and when it expires (a Unix time)."""
 
     subject: str
     scopes: frozenset[str]
+    user: str | None = None
+    expires: float | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -125,13 +129,19 @@ class Authenticator:
                 )
         self._jwt_keys = _jwt_keys(settings)
 
-    def authenticate(self, request: Request) -> Principal:
+    def authenticate(self, request: HTTPConnection) -> Principal:
         """The caller of ``request``; 401 when auth is on and the credentials fail."""
         if not self.enabled:
             return ANONYMOUS_ADMIN
-        token = _credential(request)
+        token = credential(request)
         if token is None:
             raise _unauthorized("credentials required: Authorization: Bearer <key or token>")
+        return self.from_token(token)
+
+    def from_token(self, token: str) -> Principal:
+        """The caller an API key or a JWT stands for; 401 when it fails."""
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
         key = self._keys.get(hash_key(token))
         if key is not None:
             return Principal(f"key {key.name}", frozenset(key.scopes))
@@ -164,7 +174,14 @@ class Authenticator:
             raise _unauthorized(f"invalid token: {exc}") from None
         raw = claims.get(settings.jwt_scopes_claim, [])
         scopes = raw.split() if isinstance(raw, str) else [str(s) for s in raw]
-        return Principal(f"token {claims.get('sub', '?')}", frozenset(scopes))
+        user = claims.get("sub")
+        expires = claims.get("exp")
+        return Principal(
+            f"token {user or '?'}",
+            frozenset(scopes),
+            None if user is None else str(user),
+            float(expires) if isinstance(expires, int | float) else None,
+        )
 
     def _pick(self, header: dict[str, Any]) -> tuple[Any, tuple[str, ...]] | None:
         kid = header.get("kid")
@@ -194,7 +211,8 @@ def _jwt_keys(settings: AuthSettings) -> dict[str, tuple[Any, tuple[str, ...]]]:
     return keys
 
 
-def _credential(request: Request) -> str | None:
+def credential(request: HTTPConnection) -> str | None:
+    """The key or token a request (or a WebSocket handshake) carries, if any."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")

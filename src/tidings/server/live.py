@@ -1,7 +1,7 @@
-"""Live fan-out for SSE: one reader of the log per server, a bounded queue per client.
+"""Live fan-out (SSE and WebSocket): one reader of the log per server, a bounded queue per client.
 
 ``LiveLog`` follows the log once, from the head it found at start, and offers each
-event, encoded once as an SSE frame, to every client whose filter it passes. A client
+event, encoded once as JSON, to every client whose filter it passes. A client
 joins after it has caught up from the store on its own; the join returns the last
 position the reader has handled, so the client reads the store up to it and takes the
 queue after it: no gap, no repeat. A client whose queue fills (in events or bytes) is
@@ -23,13 +23,35 @@ from tidings.wire import encoder
 log = logging.getLogger("tidings.server.live")
 
 
+encode = encoder.encode
+"""An event's JSON (``wire.encoder``)."""
+
+
 def frame(event: RecordedEvent) -> bytes:
     """The SSE frame of an event: its position as ``id``, the event as JSON ``data``."""
-    return b"id: %d\ndata: %s\n\n" % (event.position, encoder.encode(event))
+    return b"id: %d\ndata: %s\n\n" % (event.position, encode(event))
 
 
-Chunk = tuple[list[int], list[bytes]]
-"""Positions and their SSE frames, in order: one page's worth for one client."""
+class Chunk:
+    """Positions and their events' JSON, in order: one page's worth for one or more
+    clients (every unfiltered client shares one chunk, and its encodings)."""
+
+    __slots__ = ("_frames", "payloads", "positions", "size")
+
+    def __init__(self, positions: list[int], payloads: list[bytes]) -> None:
+        self.positions = positions
+        self.payloads = payloads
+        self.size = sum(map(len, payloads))
+        self._frames: list[bytes] | None = None
+
+    def frames(self) -> list[bytes]:
+        """The SSE frames of the events, made once for all who share the chunk."""
+        if self._frames is None:
+            self._frames = [
+                b"id: %d\ndata: %s\n\n" % (p, d)
+                for p, d in zip(self.positions, self.payloads, strict=True)
+            ]
+        return self._frames
 
 
 class LiveClient:
@@ -55,12 +77,11 @@ class LiveClient:
             return False
         return self.filter is None or self.filter.matches(event)
 
-    def offer(self, chunk: Chunk, size: int) -> None:
-        """Queue a chunk of ``size`` bytes, or mark the client overflowed when it would not
-        fit its bounds."""
+    def offer(self, chunk: Chunk) -> None:
+        """Queue a chunk, or mark the client overflowed when it would not fit its bounds."""
         if self.overflowed:
             return
-        count = len(chunk[0])
+        count, size = len(chunk.positions), chunk.size
         if (
             self.queued_events + count > self.max_events
             or self.queued_bytes + size > self.max_bytes
@@ -138,26 +159,24 @@ class LiveLog:
 def _offer_page(page: list[RecordedEvent], clients: list[LiveClient]) -> None:
     """Offer one page to every client: each event encoded once, and clients without a
     filter sharing one chunk of the whole page."""
-    frames: list[bytes | None] = [None] * len(page)
+    encoded: list[bytes | None] = [None] * len(page)
     whole: Chunk | None = None
-    whole_size = 0
     for client in clients:
         if client.everything:
             if whole is None:
-                done = [frame(e) if f is None else f for e, f in zip(page, frames, strict=True)]
-                frames[:] = done
-                whole = ([e.position for e in page], done)
-                whole_size = sum(map(len, done))
-            client.offer(whole, whole_size)
+                done = [encode(e) if f is None else f for e, f in zip(page, encoded, strict=True)]
+                encoded[:] = done
+                whole = Chunk([e.position for e in page], done)
+            client.offer(whole)
             continue
         positions: list[int] = []
         chosen: list[bytes] = []
         for i, event in enumerate(page):
             if client.matches(event):
-                data = frames[i]
+                data = encoded[i]
                 if data is None:
-                    data = frames[i] = frame(event)
+                    data = encoded[i] = encode(event)
                 positions.append(event.position)
                 chosen.append(data)
         if positions:
-            client.offer((positions, chosen), sum(map(len, chosen)))
+            client.offer(Chunk(positions, chosen))

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from tidings.server.declared import open_views
+from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.settings import Settings
 from tidings.store import EventStore
 from tidings.views import View
+
+if TYPE_CHECKING:
+    from tidings.server.ws.connection import Connection
 
 
 @dataclass
@@ -25,6 +33,16 @@ class Node:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     sse_clients: int = 0
     views: dict[str, View] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ws_connections: set[Connection] = field(default_factory=set)
+    ws_limiter: RateLimiter | None = None
+    _ws_idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._ws_idle.set()
+        rate = self.settings.ws.messages_per_second
+        if rate > 0:
+            self.ws_limiter = RateLimiter(rate, max(1, int(rate)))
 
     async def start_views(self) -> None:
         """Open and start folding the configured views."""
@@ -33,14 +51,35 @@ class Node:
             await view.start()
 
     def begin_stop(self) -> None:
-        """Tell live streams to end (each sends a last ``retry:`` and closes)."""
+        """Tell live streams to end (each sends a last ``retry:`` and closes) and
+        WebSockets to close with 1012 after their resume positions."""
         self.stopping.set()
         for client in self.live.clients:
             client.wake.set()
+        for connection in list(self.ws_connections):
+            connection.shut(1012, "the server is restarting: reconnect and resume")
+
+    def ws_joined(self, connection: Connection) -> None:
+        """Count a WebSocket connection in."""
+        self.ws_connections.add(connection)
+        self._ws_idle.clear()
+
+    def ws_left(self, connection: Connection) -> None:
+        """Count a WebSocket connection out."""
+        self.ws_connections.discard(connection)
+        if not self.ws_connections:
+            self._ws_idle.set()
+
+    async def ws_closed(self, within: float) -> None:
+        """Wait up to ``within`` seconds for the WebSockets to finish closing."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._ws_idle.wait()
 
     async def close(self) -> None:
         """End live streams, then close the store if this node opened it."""
         self.begin_stop()
+        await self.ws_closed(min(2.0, self.settings.shutdown_timeout))
         await self.live.close()
         for view in self.views.values():
             await view.close()
@@ -48,7 +87,7 @@ class Node:
             await self.store.close()
 
 
-def node_in(request: Request) -> Node:
+def node_in(request: HTTPConnection) -> Node:
     """The node serving ``request``."""
     node: Node = request.app.state.tidings
     return node

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Iterator
 
@@ -73,6 +74,7 @@ class _Server(uvicorn.Server):
         node: Node | None = getattr(self._app.state, "tidings", None)
         if node is not None:
             node.begin_stop()
+            await node.ws_closed(min(2.0, node.settings.shutdown_timeout))
         await super().shutdown(sockets)
 
     @contextlib.contextmanager
@@ -86,9 +88,23 @@ class _Server(uvicorn.Server):
                 self._captured_signals.clear()
 
 
+class HideQueries(logging.Filter):
+    """Drop the query string from uvicorn's WebSocket lines (``"WebSocket /ws?..."``
+    [accepted]): a browser's token can travel there, and must never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, with any ``?query`` of its string arguments cut off."""
+        if isinstance(record.args, tuple) and "WebSocket" in str(record.msg):
+            record.args = tuple(
+                a.split("?", 1)[0] if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
 def serve(settings: Settings, on_listen: Callable[[str], None] | None = None) -> None:
     """Serve ``settings.store`` until a stop signal; ``on_listen(base_url)`` once bound."""
     check_exposure(settings)
+    logging.getLogger("uvicorn.error").addFilter(HideQueries())
     app = create_app(settings.store, settings)
     config = uvicorn.Config(
         app,
@@ -96,6 +112,7 @@ def serve(settings: Settings, on_listen: Callable[[str], None] | None = None) ->
         port=settings.port,
         lifespan="on",
         access_log=False,  # query strings can carry tokens: never log them
+        ws_max_size=settings.ws.max_message_bytes,  # uvicorn closes with 1009 past it
         timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout)),
         log_level="info",
     )

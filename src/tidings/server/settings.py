@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,45 @@ from tidings.server.declared import ViewSettings
 
 DEFAULT_PORT = 8700
 DEFAULT_STORE = "sqlite:///./tidings.db"
+
+
+class WsSettings(BaseModel):
+    """The WebSocket gateway's bounds (``[ws]`` in the TOML file, ``TIDINGS_WS__*``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_connections: int = Field(default=10_000, ge=1, description="connections per process")
+    max_subscriptions: int = Field(default=100, ge=1, description="subscriptions per connection")
+    max_in_flight: int = Field(
+        default=4, ge=1, description="unacked batches per subscription (the flow control)"
+    )
+    batch_events: int = Field(default=100, ge=1, description="the most events in one batch")
+    max_message_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="the largest message a client may send"
+    )
+    queue_messages: int = Field(
+        default=1_000, ge=8, description="messages queued to one connection"
+    )
+    queue_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=64 * 1024, description="bytes queued to one connection"
+    )
+    send_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a connection that reads nothing is waited on"
+    )
+    live_queue_events: int = Field(
+        default=1_000,
+        ge=1,
+        description="live events kept for a subscription waiting on acks (past it: re-read)",
+    )
+    live_queue_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="bytes of them kept per subscription"
+    )
+    auth_timeout: float = Field(
+        default=5.0, gt=0, description="seconds to send an auth message when none came before"
+    )
+    messages_per_second: float = Field(
+        default=0.0, ge=0, description="messages per second per caller (0: no limit)"
+    )
 
 
 class Settings(BaseSettings):
@@ -85,7 +124,10 @@ class Settings(BaseSettings):
     views: list[ViewSettings] = Field(
         default_factory=list, description="state views to fold: name, category, reducer"
     )
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS and for WebSockets"
+    )
+    ws: WsSettings = Field(default_factory=WsSettings, description="the WebSocket gateway")
 
     _toml_file: ClassVar[Path | None] = None
 

@@ -125,7 +125,8 @@ class LiveStream(Response):
                 raise Gone
             fresh: list[bytes] = []
             last = self.cursor
-            for positions, frames in client.take():
+            for chunk in client.take():
+                positions, frames = chunk.positions, chunk.frames()
                 if positions[0] > last:  # the usual case: the whole chunk is new
                     fresh += frames
                 else:  # the chunk overlaps what catch-up already sent

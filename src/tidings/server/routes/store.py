@@ -55,17 +55,18 @@ def log_filter(
     return None if found.is_empty else found
 
 
-def readable(who: Principal, found: Filter | None) -> Filter | None:
-    """``found``, narrowed to the categories the caller may read (403 if it asks for more)."""
-    allowed = who.categories("read")
+def readable(who: Principal, found: Filter | None, action: str = "read") -> Filter | None:
+    """``found``, narrowed to the categories the caller may ``action`` on (403 if it asks
+    for more)."""
+    allowed = who.categories(action)
     if allowed is None:
         return found
     if found is not None and found.categories is not None:
         for name in found.categories:
-            who.require("read", name)
+            who.require(action, name)
         return found
     if not allowed:
-        raise ApiError(403, "forbidden", f"{who.subject} may not read any category")
+        raise ApiError(403, "forbidden", f"{who.subject} may not {action} any category")
     if found is None:
         return Filter(sorted(allowed))
     return Filter(sorted(allowed), found.stream_prefix, found.types, found.stream_pattern)

@@ -1,0 +1,1 @@
+"""The WebSocket gateway (``GET /ws``, subprotocol ``tidings.v1``; docs/protocol.md)."""

@@ -1,0 +1,73 @@
+"""One connection's bounded queue of messages to send, and the one task that sends them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class Outbox:
+    """Messages waiting for the socket, bounded in count and bytes.
+
+    Subscription batches ``put`` and wait for room: they can always be read again from
+    the store, so waiting costs nothing but time. Replies and notices ``push`` and are
+    refused when there is no room: the connection is then too slow, and is closed
+    (1013) after its resume positions, which ``force`` queues past the bounds.
+    """
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.items: deque[bytes] = deque()
+        self.size = 0
+        self.finished = False
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def fits(self, data: bytes) -> bool:
+        """Whether ``data`` fits now (anything fits an empty queue)."""
+        if not self.items:
+            return True
+        return len(self.items) < self.max_messages and self.size + len(data) <= self.max_bytes
+
+    def push(self, data: bytes) -> bool:
+        """Queue ``data`` if it fits; False when it does not (nothing queued)."""
+        if self.finished or not self.fits(data):
+            return False
+        self._add(data)
+        return True
+
+    def force(self, data: bytes) -> None:
+        """Queue ``data`` past the bounds (the last message before a close)."""
+        self._add(data)
+
+    async def put(self, data: bytes) -> None:
+        """Queue ``data``, waiting for room first."""
+        while not self.fits(data):
+            self._room.clear()
+            await self._room.wait()
+        self._add(data)
+
+    def finish(self) -> None:
+        """Take nothing more: the sender stops once what is queued is sent."""
+        self.finished = True
+        self._ready.set()
+
+    async def get(self) -> bytes | None:
+        """The next message to send; None once finished and empty."""
+        while not self.items:
+            if self.finished:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        data = self.items.popleft()
+        self.size -= len(data)
+        if not self._room.is_set():
+            self._room.set()
+        return data
+
+    def _add(self, data: bytes) -> None:
+        self.items.append(data)
+        self.size += len(data)
+        self._ready.set()
