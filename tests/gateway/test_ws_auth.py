@@ -123,20 +123,13 @@ async def test_a_first_message_other_than_auth_closes_with_1008(
         assert client.close_code == 1008
 
 
-JUNK_FIRST = pytest.mark.xfail(
-    strict=True,
-    reason="a first message that cannot be decoded gets an error reply and the connection "
-    "goes on waiting for an auth message, instead of closing with 1008",
-)
-
-
 @pytest.mark.parametrize(
     "first",
     [
-        pytest.param("{not json", marks=JUNK_FIRST),
-        pytest.param('{"type": "nope", "id": 1}', marks=JUNK_FIRST),
-        pytest.param('{"type": "auth", "id": 1}', marks=JUNK_FIRST),
-        pytest.param('{"type": "auth", "id": 1, "token": "k", "extra": 1}', marks=JUNK_FIRST),
+        pytest.param("{not json"),
+        pytest.param('{"type": "nope", "id": 1}'),
+        pytest.param('{"type": "auth", "id": 1}'),
+        pytest.param('{"type": "auth", "id": 1, "token": "k", "extra": 1}'),
     ],
     ids=["invalid_json", "unknown_type", "auth_without_token", "auth_with_unknown_field"],
 )
@@ -150,12 +143,6 @@ async def test_a_first_message_that_is_not_a_valid_auth_closes_with_1008(
         assert client.close_code == 1008
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth_timeout is counted from each message, not from the connection: an "
-    "unauthenticated client that sends any message more often than auth_timeout is "
-    "never closed",
-)
 async def test_the_auth_deadline_is_not_pushed_back_by_other_messages(
     auth_server: Served,
 ) -> None:
@@ -232,13 +219,6 @@ async def test_good_credentials_in_the_handshake_are_accepted(
         assert len(await client.events("s", 2)) == 2
 
 
-HEADER_FIRST = pytest.mark.xfail(
-    strict=True,
-    reason="the server takes a tidings.token.<...> subprotocol ahead of the Authorization "
-    "header; docs/protocol.md lists the header first",
-)
-
-
 def sub_token(credential: str) -> list[str]:
     return ["tidings.v1", f"tidings.token.{credential}"]
 
@@ -253,12 +233,10 @@ def sub_token(credential: str) -> list[str]:
         pytest.param(
             {"headers": bearer(ADMIN_KEY), "subprotocols": sub_token("bad")},
             True,
-            marks=HEADER_FIRST,
         ),
         pytest.param(
             {"headers": bearer("bad"), "subprotocols": sub_token(ADMIN_KEY)},
             False,
-            marks=HEADER_FIRST,
         ),
     ],
     ids=[

@@ -211,15 +211,18 @@ def _jwt_keys(settings: AuthSettings) -> dict[str, tuple[Any, tuple[str, ...]]]:
     return keys
 
 
-def credential(request: HTTPConnection) -> str | None:
-    """The key or token a request (or a WebSocket handshake) carries, if any."""
+def credential(request: HTTPConnection, query: bool = True) -> str | None:
+    """The key or token a request (or a WebSocket handshake) carries, if any: from
+    ``Authorization: Bearer``, ``X-API-Key``, then (if ``query``) ``?access_token=``."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         raise _unauthorized("use Authorization: Bearer <key or token>")
-    key = request.headers.get("x-api-key") or request.query_params.get("access_token")
+    key = request.headers.get("x-api-key")
+    if not key and query:
+        key = request.query_params.get("access_token")
     return key or None
 
 

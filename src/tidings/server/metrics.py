@@ -68,6 +68,9 @@ class _Live(Collector):
         clients = GaugeMetricFamily("tidings_sse_clients", "Live (SSE) clients connected now")
         clients.add_metric([], 0 if node is None else node.sse_clients)
         yield clients
+        sockets = GaugeMetricFamily("tidings_ws_connections", "WebSocket connections open now")
+        sockets.add_metric([], 0 if node is None else len(node.ws_connections))
+        yield sockets
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

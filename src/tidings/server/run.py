@@ -113,6 +113,7 @@ def serve(settings: Settings, on_listen: Callable[[str], None] | None = None) ->
         lifespan="on",
         access_log=False,  # query strings can carry tokens: never log them
         ws_max_size=settings.ws.max_message_bytes,  # uvicorn closes with 1009 past it
+        ws_per_message_deflate=settings.ws.compression,
         timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout)),
         log_level="info",
     )

@@ -58,6 +58,10 @@ class WsSettings(BaseModel):
     messages_per_second: float = Field(
         default=0.0, ge=0, description="messages per second per caller (0: no limit)"
     )
+    compression: bool = Field(
+        default=False,
+        description="permessage-deflate (costs ~37 KiB per connection and CPU per frame)",
+    )
 
 
 class Settings(BaseSettings):

@@ -62,8 +62,11 @@ def _caller(
     """The caller, from the handshake's credentials; None when they must come in a message."""
     if not authenticator.enabled:
         return ANONYMOUS_ADMIN
-    given = token or credential(websocket)
-    return None if given is None else authenticator.from_token(given)
+    # The order docs/protocol.md gives: headers, the subprotocol token, the query.
+    given = (
+        credential(websocket, query=False) or token or websocket.query_params.get("access_token")
+    )
+    return None if not given else authenticator.from_token(given)
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:

@@ -139,10 +139,11 @@ class Connection:
 
     async def _read_loop(self) -> None:
         limit = self.settings.max_message_bytes
+        auth_by = asyncio.get_running_loop().time() + self.settings.auth_timeout
         while True:
-            if self.who is None:
+            if self.who is None:  # one deadline for the auth message, however many came
                 try:
-                    async with asyncio.timeout(self.settings.auth_timeout):
+                    async with asyncio.timeout_at(auth_by):
                         message = await self.ws.receive()
                 except TimeoutError:
                     self.shut(protocol.AUTH_TIMEOUT, "no credentials: send an auth message first")
@@ -162,6 +163,9 @@ class Connection:
             try:
                 await self._handle(protocol.decode(raw))
             except protocol.BadMessage as exc:
+                if self.who is None:  # before the caller is known, only a good auth will do
+                    self.shut(protocol.POLICY, f"authenticate first: {exc}")
+                    return
                 self._send(protocol.error(exc.code, str(exc), exc.id))
 
     async def _handle(self, message: protocol.ClientMessage) -> None:
@@ -180,7 +184,7 @@ class Connection:
             except ApiError as exc:
                 raise protocol.BadMessage("rate_limited", exc.body.message, message.id) from None
         if isinstance(message, protocol.Ack):
-            self._sub(message.sub, message.id).ack(message.batch)
+            self._sub(message.sub, message.id).ack(message.batch, message.id)
         elif isinstance(message, protocol.Subscribe):
             await self._subscribe(message)
         elif isinstance(message, protocol.Unsubscribe):

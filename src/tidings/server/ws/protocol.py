@@ -110,6 +110,8 @@ def decode(raw: str | bytes) -> ClientMessage:
         code = "unknown_type" if text.endswith("at `$.type`") else "invalid_message"
         if text.startswith("Object missing required field `type`"):
             code = "unknown_type"
+        elif text.startswith("Expected `object`, got") and " - at `" not in text:
+            raise BadMessage("invalid_json", "a message is a JSON object") from None
         raise BadMessage(code, text, _id_of(raw)) from None
     except msgspec.DecodeError as exc:
         raise BadMessage("invalid_json", f"the message is not valid JSON: {exc}") from None

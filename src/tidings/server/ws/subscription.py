@@ -41,14 +41,16 @@ class WsSubscription:
         self._room.set()
         self.task: asyncio.Task[None] | None = None
 
-    def ack(self, batch: int) -> None:
+    def ack(self, batch: int, id: protocol.Id = None) -> None:
         """The client handled every batch up to ``batch`` (acks are cumulative; on an
         ``auto`` subscription they change nothing)."""
         if self.auto:
             return
         if batch > self.sent:
             raise protocol.BadMessage(
-                "invalid_ack", f"batch {batch} of {self.sub!r} was not sent (last: {self.sent})"
+                "invalid_ack",
+                f"batch {batch} of {self.sub!r} was not sent (last: {self.sent})",
+                id,
             )
         if batch > self.acked:
             self.acked = batch
