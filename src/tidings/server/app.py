@@ -17,7 +17,7 @@ from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.metrics import ServerMetrics
 from tidings.server.node import Node
-from tidings.server.routes import health, live, store, subscriptions, views, ws
+from tidings.server.routes import gateway, health, live, store, subscriptions, views, ws
 from tidings.server.settings import Settings
 from tidings.store import EventStore
 
@@ -87,7 +87,12 @@ def create_app(
     errors.install(app)
     openapi.install(app)
     routers = (live.router, store.router, views.router, health.router, metrics.router)
-    for router in (*routers, subscriptions.router, ws.router):  # live first: its paths end in /live
+    for router in (
+        *routers,
+        subscriptions.router,
+        ws.router,
+        gateway.router,
+    ):  # live first: its paths end in /live
         app.include_router(router)
     app.add_middleware(Front, metrics=app.state.metrics)
     if settings.cors_origins:

@@ -20,6 +20,7 @@ from tidings.views import View
 
 if TYPE_CHECKING:
     from tidings.server.ws.connection import Connection
+    from tidings.server.ws.gateway import Gateway
 
 
 @dataclass
@@ -37,8 +38,12 @@ class Node:
     ws_connections: set[Connection] = field(default_factory=set)
     ws_limiter: RateLimiter | None = None
     _ws_idle: asyncio.Event = field(default_factory=asyncio.Event)
+    gateway: Gateway = field(init=False)
 
     def __post_init__(self) -> None:
+        from tidings.server.ws.gateway import Gateway
+
+        self.gateway = Gateway(self)
         self._ws_idle.set()
         rate = self.settings.ws.messages_per_second
         if rate > 0:
@@ -81,6 +86,7 @@ class Node:
         self.begin_stop()
         await self.ws_closed(min(2.0, self.settings.shutdown_timeout))
         await self.live.close()
+        await self.gateway.close()
         for view in self.views.values():
             await view.close()
         if self.owned:

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from tidings.errors import InvalidInput, TidingsError
+from tidings.errors import InvalidInput, PayloadTooLarge, TidingsError
 from tidings.events import Filter
 from tidings.server.auth import Authenticator, Principal
 from tidings.server.errors import ApiError
@@ -77,6 +77,8 @@ class Connection:
                     await asyncio.wait_for(asyncio.shield(writer), self.settings.send_timeout)
         finally:
             self.node.ws_left(self)
+            with contextlib.suppress(Exception):  # its listens go with it
+                await self.node.gateway.forget(self)
             self._stop_subs()
             if self._expiry is not None:
                 self._expiry.cancel()
@@ -199,6 +201,39 @@ class Connection:
             self._refresh(message)
         elif isinstance(message, protocol.Auth):
             raise protocol.BadMessage("already_authenticated", "this connection is", message.id)
+        else:
+            await self._channels(message)
+
+    async def _channels(
+        self, message: protocol.Listen | protocol.Unlisten | protocol.Publish
+    ) -> None:
+        who, id, gateway = self.who, message.id, self.node.gateway
+        assert who is not None
+        action = "publish" if isinstance(message, protocol.Publish) else "listen"
+        if not who.may(action, message.channel):
+            raise protocol.BadMessage(
+                "forbidden", f"{who.subject} may not {action} on {message.channel!r}", id
+            )
+        try:
+            if isinstance(message, protocol.Listen):
+                await gateway.listen(self, message.channel)
+                self._send(protocol.reply("listening", id, channel=message.channel))
+            elif isinstance(message, protocol.Unlisten):
+                await gateway.unlisten(self, message.channel)
+                self._send(protocol.reply("unlistened", id, channel=message.channel))
+            else:
+                await gateway.publish(message.channel, tuple(message.key), message.value)
+                self._send(protocol.reply("published", id, channel=message.channel))
+        except PayloadTooLarge as exc:
+            raise protocol.BadMessage("payload_too_large", str(exc), id) from None
+        except InvalidInput as exc:
+            raise protocol.BadMessage("invalid_message", str(exc), id) from None
+        except TidingsError as exc:
+            raise protocol.BadMessage(_code(exc), str(exc), id) from None
+
+    def deliver(self, data: bytes) -> None:
+        """Queue a notification or a message for this client (too slow for it: 1013)."""
+        self._send(data)
 
     def _sub(self, name: str, id: protocol.Id) -> WsSubscription:
         sub = self.subs.get(name)

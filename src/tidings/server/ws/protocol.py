@@ -87,7 +87,27 @@ class Refresh(_Message, tag="refresh"):
     token: str
 
 
-ClientMessage = Subscribe | Ack | Unsubscribe | Ping | Auth | Refresh
+class Listen(_Message, tag="listen"):
+    """Receive ``channel``'s notifications (from every node)."""
+
+    channel: Name
+
+
+class Unlisten(_Message, tag="unlisten"):
+    """Stop receiving ``channel``."""
+
+    channel: Name
+
+
+class Publish(_Message, tag="publish"):
+    """Notify every listener of ``channel``: pghub's topic, key (ints) and value."""
+
+    channel: Name
+    key: list[int] = msgspec.field(default_factory=list)
+    value: Any = None
+
+
+ClientMessage = Subscribe | Ack | Unsubscribe | Ping | Auth | Refresh | Listen | Unlisten | Publish
 decoder = msgspec.json.Decoder(ClientMessage)
 _loose = msgspec.json.Decoder()
 
