@@ -58,6 +58,10 @@ class WsSettings(BaseModel):
     messages_per_second: float = Field(
         default=0.0, ge=0, description="messages per second per caller (0: no limit)"
     )
+    max_watches: int = Field(default=100, ge=1, description="watches per connection")
+    watch_ttl: float = Field(
+        default=60.0, gt=0, description="seconds a watch lives without a want (hydro's 60)"
+    )
     compression: bool = Field(
         default=False,
         description="permessage-deflate (costs ~37 KiB per connection and CPU per frame)",

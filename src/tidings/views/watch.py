@@ -108,6 +108,24 @@ class Watch:
     def __aiter__(self) -> Self:
         return self
 
+    async def snapshot(self) -> tuple[dict[str, Any], int]:
+        """The watched keys' current values and the position they reflect, before any
+        change; then iterate for the changes after it. Only as the watch's first step."""
+        if self._after is not None:
+            raise RuntimeError("a watch's snapshot is its first step")
+        await self._read()
+        values = {change.key: change.value for change in self._ready}
+        self._ready.clear()
+        return values, self._after or 0
+
+    def take_ready(self) -> list[Change]:
+        """Every change that can be had without waiting (stacked per key), at once."""
+        if self._after is not None and self._pending:
+            self._drain()
+        taken = list(self._ready)
+        self._ready.clear()
+        return taken
+
     async def __anext__(self) -> Change:
         while True:
             if self._ready:

@@ -24,6 +24,7 @@ from tidings.server.errors import ApiError
 from tidings.server.ws import protocol
 from tidings.server.ws.outbox import Outbox
 from tidings.server.ws.subscription import WsSubscription
+from tidings.server.ws.watch import WsWatch
 from tidings.wire import error_kind
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Connection:
         self.id = uuid.uuid4().hex
         self.outbox = Outbox(self.settings.queue_messages, self.settings.queue_bytes)
         self.subs: dict[str, WsSubscription] = {}
+        self.watches: dict[str, WsWatch] = {}
         self.closing: tuple[int, str] | None = None
         self._expiry: asyncio.TimerHandle | None = None
 
@@ -100,6 +102,8 @@ class Connection:
         for sub in self.subs.values():
             if sub.task is not None:
                 sub.task.cancel()
+        for watch in self.watches.values():
+            watch.stop()
 
     def _send(self, data: bytes) -> None:
         """Queue a reply or a notice; a connection with no room for it is too slow."""
@@ -201,8 +205,62 @@ class Connection:
             self._refresh(message)
         elif isinstance(message, protocol.Auth):
             raise protocol.BadMessage("already_authenticated", "this connection is", message.id)
+        elif isinstance(message, protocol.Watch | protocol.Want | protocol.Unwatch):
+            self._watch(message)
         else:
             await self._channels(message)
+
+    def _watch(self, message: protocol.Watch | protocol.Want | protocol.Unwatch) -> None:
+        who, id = self.who, message.id
+        assert who is not None
+        if not isinstance(message, protocol.Watch):
+            watch = self.watches.get(message.watch)
+            if watch is None:
+                raise protocol.BadMessage("unknown_watch", f"no watch {message.watch!r}", id)
+            if isinstance(message, protocol.Want):
+                watch.want()
+                ttl = self.settings.watch_ttl
+                self._send(protocol.reply("wanted", id, watch=watch.name, expires_in=ttl))
+            else:
+                del self.watches[message.watch]
+                watch.stop()
+                self._send(protocol.reply("unwatched", id, watch=watch.name))
+            return
+        if message.watch in self.watches:
+            raise protocol.BadMessage("watch_exists", f"{message.watch!r} is in use", id)
+        if len(self.watches) >= self.settings.max_watches:
+            raise protocol.BadMessage(
+                "too_many_watches",
+                f"a connection may hold {self.settings.max_watches} watches",
+                id,
+            )
+        view = self.node.views.get(message.view)
+        if view is None:
+            raise protocol.BadMessage(
+                "unknown_view", f"the server folds no view {message.view!r}", id
+            )
+        if not who.may("read", view.category):
+            raise protocol.BadMessage(
+                "forbidden", f"{who.subject} may not read category {view.category!r}", id
+            )
+        watch = WsWatch(self, message.watch, view, message.keys)
+        self.watches[message.watch] = watch
+        self._send(protocol.reply("watching", id, watch=watch.name, view=message.view))
+        watch.task = asyncio.create_task(watch.run(), name=f"tidings-ws-watch-{self.id}")
+        watch.task.add_done_callback(functools.partial(self._watch_ended, watch))
+
+    def _watch_ended(self, watch: WsWatch, task: asyncio.Task[None]) -> None:
+        """A watch's task ended by itself (the view closed, or failed): say so."""
+        if task.cancelled() or self.watches.get(watch.name) is not watch:
+            return
+        del self.watches[watch.name]
+        watch.stop()
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, TidingsError):
+            log.error("websocket watch failed", exc_info=exc)
+        code = "view_closed" if exc is None else _code(exc)
+        message = "the view stopped" if exc is None else str(exc) or "the server failed"
+        self._send(protocol.reply("error", error=code, message=message, watch=watch.name))
 
     async def _channels(
         self, message: protocol.Listen | protocol.Unlisten | protocol.Publish

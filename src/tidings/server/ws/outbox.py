@@ -9,11 +9,16 @@ from collections import deque
 class Outbox:
     """Messages waiting for the socket, bounded in count and bytes.
 
-    Subscription batches ``put`` and wait for room: they can always be read again from
-    the store, so waiting costs nothing but time. Replies and notices ``push`` and are
-    refused when there is no room: the connection is then too slow, and is closed
-    (1013) after its resume positions, which ``force`` queues past the bounds.
+    Subscription batches and watch changes ``put`` and wait for room: they can always
+    be read again from the store, or stacked, so waiting costs nothing but time.
+    Replies and notices ``push``: they may also use a reserve past the bounds, so a
+    client whose queue is full of data still gets its answers; when even the reserve is
+    full the connection is too slow, and is closed (1013) after its resume positions,
+    which ``force`` queues past everything.
     """
+
+    RESERVE_MESSAGES = 64
+    RESERVE_BYTES = 256 * 1024
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
         self.max_messages = max_messages
@@ -32,8 +37,14 @@ class Outbox:
         return len(self.items) < self.max_messages and self.size + len(data) <= self.max_bytes
 
     def push(self, data: bytes) -> bool:
-        """Queue ``data`` if it fits; False when it does not (nothing queued)."""
-        if self.finished or not self.fits(data):
+        """Queue ``data`` if it fits, in the reserve too; False when it does not
+        (nothing queued)."""
+        if self.finished:
+            return False
+        if self.items and (
+            len(self.items) >= self.max_messages + self.RESERVE_MESSAGES
+            or self.size + len(data) > self.max_bytes + self.RESERVE_BYTES
+        ):
             return False
         self._add(data)
         return True

@@ -107,7 +107,40 @@ class Publish(_Message, tag="publish"):
     value: Any = None
 
 
-ClientMessage = Subscribe | Ack | Unsubscribe | Ping | Auth | Refresh | Listen | Unlisten | Publish
+class Watch(_Message, tag="watch"):
+    """A view's values for ``keys`` (None: every key), then their changes."""
+
+    watch: Name
+    view: Name
+    keys: list[Annotated[str, msgspec.Meta(max_length=1024)]] | None = None
+
+
+class Want(_Message, tag="want"):
+    """Keep ``watch`` alive for another ``watch_ttl`` seconds."""
+
+    watch: Name
+
+
+class Unwatch(_Message, tag="unwatch"):
+    """End ``watch``."""
+
+    watch: Name
+
+
+ClientMessage = (
+    Subscribe
+    | Ack
+    | Unsubscribe
+    | Ping
+    | Auth
+    | Refresh
+    | Listen
+    | Unlisten
+    | Publish
+    | Watch
+    | Want
+    | Unwatch
+)
 decoder = msgspec.json.Decoder(ClientMessage)
 _loose = msgspec.json.Decoder()
 
