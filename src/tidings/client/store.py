@@ -106,6 +106,19 @@ def _decode(data: bytes, type_: type[T]) -> T:
     return value
 
 
+class _WsMessage(msgspec.Struct):
+    """What the follower reads of a ``tidings.v1`` server message."""
+
+    type: str
+    batch: int = 0
+    events: list[RecordedEvent] = msgspec.field(default_factory=list)
+    error: str | None = None
+    message: str | None = None
+
+
+_batch_decoder = msgspec.json.Decoder(_WsMessage)
+
+
 class RemoteStore(StoreFront):
     """An event store on a tidings server, spoken to over HTTP: ``http://host:port``."""
 
@@ -137,6 +150,7 @@ class RemoteStore(StoreFront):
         self._calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._ws: bool | None = None  # whether the server has /ws (None: not known yet)
 
     def _identity(self) -> str:
         return f"remote:{self.base}"
@@ -304,7 +318,9 @@ class RemoteStore(StoreFront):
         follow: bool = False,
         page_size: int | None = None,
     ) -> AsyncIterator[list[RecordedEvent]]:
-        """``read_all`` a page at a time; with ``follow=True``, live over SSE."""
+        """``read_all`` a page at a time; with ``follow=True``, live over the server's
+        WebSocket (acked batches; over SSE from a server without one), resuming by
+        itself after a cut."""
         if not follow:
             async for page in super().read_all_pages(
                 from_position, filter, limit, False, page_size
@@ -318,7 +334,12 @@ class RemoteStore(StoreFront):
         retry = _RETRY_FIRST
         while remaining is None or remaining > 0:
             try:
-                async for page in self._live_pages(position, filter, size):
+                pages = (
+                    self._live_pages(position, filter, size)
+                    if self._ws is False
+                    else self._ws_pages(position, filter, size)
+                )
+                async for page in pages:
                     retry = _RETRY_FIRST
                     if remaining is not None:
                         page = page[:remaining]
@@ -333,6 +354,61 @@ class RemoteStore(StoreFront):
             self._check_open()
             await asyncio.sleep(retry)
             retry = min(retry * 2, _RETRY_MAX)
+
+    async def _ws_pages(
+        self, after: int, filter: Filter | None, size: int
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Pages from one WebSocket subscription (``tidings.v1``), each batch acked once
+        the caller has taken its pages: the server sends no more than a few batches
+        ahead of the reader. A server without ``/ws`` is followed over SSE instead."""
+        subscribe: dict[str, Any] = {"type": "subscribe", "sub": "follow", "from_position": after}
+        if filter is not None and not filter.is_empty:
+            subscribe["filter"] = {
+                "categories": None if filter.categories is None else list(filter.categories),
+                "types": None if filter.types is None else list(filter.types),
+                "stream_prefix": filter.stream_prefix,
+                "stream_pattern": filter.stream_pattern,
+            }
+        url = "ws" + self.base[len("http") :] + "/ws"
+        try:
+            async with self.session.ws_connect(
+                url, protocols=("tidings.v1",), timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                heartbeat=30, max_msg_size=0,
+            ) as ws:  # fmt: skip
+                self._ws = True
+                await ws.send_bytes(encoder.encode(subscribe))
+                async for message in ws:
+                    if message.type is not aiohttp.WSMsgType.TEXT:
+                        break
+                    batch = _batch_decoder.decode(message.data)
+                    if batch.type == "events":
+                        events = batch.events
+                        while events:
+                            yield events[:size]
+                            events = events[size:]
+                        ack = {"type": "ack", "sub": "follow", "batch": batch.batch}
+                        await ws.send_bytes(encoder.encode(ack))
+                    elif batch.type == "error":
+                        raise self._ws_error(batch)
+                    elif batch.type == "closing":
+                        break  # the server closes (1012: restarting): resume elsewhere
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (404, 405) and self._ws is None:
+                self._ws = False  # an older server: no WebSocket gateway
+                async for page in self._live_pages(after, filter, size):
+                    yield page
+                return
+            raise StoreUnavailable(redact(self.url), f"WebSocket handshake: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}") from exc
+        raise StoreUnavailable(redact(self.url), "the WebSocket closed")
+
+    def _ws_error(self, message: _WsMessage) -> TidingsError:
+        status = {"forbidden": 403, "unauthorized": 401}.get(message.error or "", 400)
+        if message.error in ("store_unavailable", "internal_error"):
+            status = 503
+        body = encoder.encode({"error": message.error, "message": message.message or ""})
+        return self._error(status, body)
 
     async def _live_pages(
         self, after: int, filter: Filter | None, size: int

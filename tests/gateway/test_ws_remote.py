@@ -1,0 +1,55 @@
+"""The remote store follows the log over the server's WebSocket (acking each batch once
+its pages are taken), through catch-up and live, losing nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+import tidings
+from tests.gateway.harness import Server
+
+
+async def gauge(server: Server, name: str) -> float:
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+@pytest.mark.timeout(60)
+async def test_read_all_follow_uses_the_websocket_through_catch_up_and_live(
+    tmp_path: Path,
+) -> None:
+    server = Server(f"sqlite:///{tmp_path / 'r.db'}", {"TIDINGS_WS__BATCH_EVENTS": "10"})
+    try:
+        remote = await tidings.connect(server.http)
+        try:
+            events = [tidings.NewEvent("T", {"i": i}) for i in range(100)]
+            for i in range(10):
+                await remote.append(f"order-{i}", events)  # 1,000 events
+            follow = remote.read_all_pages(follow=True, page_size=10).__aiter__()
+            first = await anext(follow)
+            assert [e.position for e in first] == list(range(1, 11))
+            assert await gauge(server, "tidings_ws_connections") == 1.0
+            assert await gauge(server, "tidings_sse_clients") == 0.0
+            await asyncio.sleep(0.5)  # a reader that pauses loses nothing
+            got = [e.position for e in first]
+            while len(got) < 1_000:
+                got += [e.position for e in await anext(follow)]
+            assert got == list(range(1, 1_001))
+            # live, after the catch-up
+            await remote.append("order-x", [tidings.NewEvent("Late")])
+            late = await asyncio.wait_for(anext(follow), 10)
+            assert [(e.position, e.type) for e in late] == [(1_001, "Late")]
+            await follow.aclose()
+        finally:
+            await remote.close()
+    finally:
+        server.stop(signal.SIGTERM)
