@@ -1,10 +1,12 @@
 """The WebSocket gateway (``GET /ws``, ``tidings.v1``): fan-out latency, saturation beside a
-raw ``websockets`` server, and memory per idle connection.
+raw ``websockets`` server, memory per idle connection, and delivery across two nodes.
 
 Usage::
 
-    python bench/ws.py [--runs N] [--quick] [--part latency|saturation|memory ...]
+    python bench/ws.py [--runs N] [--quick] [--part latency|saturation|memory|nodes ...]
                        [--compression deflate|none] [--sqlite-dir DIR] [--output PATH]
+                       [--notifier nats|redis|postgres ...] [--pg-url URL] [--nats-url URL]
+                       [--redis-url URL]
 
 ``tidings serve`` runs on a fresh SQLite file in a process of its own; the WebSocket
 clients (the ``websockets`` library's asyncio client, uvloop when installed) run in 2-4
@@ -36,6 +38,16 @@ other processes, and a writer process appends over HTTP at a fixed open-loop rat
     before and after: KiB per connection (goal <= 50), and whether all K are still open
     after a hold. Each K twice, the clients offering permessage-deflate and not; the raw
     server at 1,000 for reference.
+``nodes``
+    Two ``tidings serve`` processes (nodes A and B) on one fresh PostgreSQL schema
+    (``?schema=``, dropped after), both with ``--notify nats://…``, then both with
+    ``--notify redis://…``, then both with no ``--notify`` (PostgreSQL LISTEN/NOTIFY).
+    The writer appends to node A at 1,000 events/s, one event per request; 10 clients
+    (``from: "end"``, ``ack: "auto"``) on node B time each delivery (goal p99 <= 10 ms),
+    then 10 fresh clients on node A for comparison, ``--runs`` runs of 10 s after a
+    warm-up each. The same position checks as the latency part (the PostgreSQL log's
+    positions are contiguous too: the head row lock serializes writers); a gap, a
+    duplicate or an event never received fails the benchmark.
 
 In the latency and saturation parts the clients offer permessage-deflate (the
 ``websockets`` client's default, and what browsers offer) unless ``--compression none``;
@@ -91,7 +103,8 @@ hb = _load_http_bench()
 from report import fixed_width, machine_info  # noqa: E402
 from workloads import EVENT_TYPE, event_data  # noqa: E402
 
-PARTS = ("latency", "saturation", "memory")
+PARTS = ("latency", "saturation", "memory", "nodes")
+NOTIFIERS = ("nats", "redis", "postgres")  # the nodes part's series, in this order
 STREAM = "fanout-1"
 EVENTS_PREFIX = b'{"type":"events",'  # how tidings (and the raw server) begin a batch
 GOALS = {
@@ -99,6 +112,7 @@ GOALS = {
     "latency_1000_p99_ms": 50.0,  # 1,000 clients at 20 events/s
     "saturation_vs_raw": 0.70,  # tidings' most deliveries/s / raw websockets'
     "memory_kib_per_connection": 50.0,
+    "nodes_p99_ms": 10.0,  # node A's append to a client on node B, at 1,000 events/s
 }
 START_TIMEOUT = 60.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -134,6 +148,10 @@ class Sizes:
     step_seconds: float
     idle: tuple[int, ...]  # idle connections of the memory part
     hold: float  # seconds the idle connections are held before they are counted again
+    node_clients: int  # clients of the nodes part, on one node
+    node_rate: float  # the nodes part's writer, events/s, one per request
+    node_seconds: float  # one measured run of the nodes part
+    node_warmup: float  # uncounted appends before each client set's runs
 
 
 FULL = Sizes(
@@ -151,6 +169,10 @@ FULL = Sizes(
     step_seconds=3.0,
     idle=(1000, 10_000),
     hold=5.0,
+    node_clients=10,
+    node_rate=1000.0,
+    node_seconds=10.0,
+    node_warmup=2.0,
 )
 QUICK = Sizes(
     configs=(
@@ -167,6 +189,10 @@ QUICK = Sizes(
     step_seconds=1.0,
     idle=(1000,),
     hold=1.0,
+    node_clients=10,
+    node_rate=1000.0,
+    node_seconds=3.0,
+    node_warmup=1.0,
 )
 LADDER_UP = 2.0  # each saturation step multiplies the rate by this
 SAT_BATCH = 10  # events per request of the second saturation ladder
@@ -176,9 +202,9 @@ RISE = 1.05  # a step whose deliveries/s are not this much above the best so far
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--runs", type=int, default=3, help="runs of each latency series (default 3)"
+        "--runs", type=int, default=3, help="runs of each latency and nodes series (default 3)"
     )
-    parser.add_argument("--quick", action="store_true", help="one run, small sizes (~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="one run, small sizes (~2 minutes)")
     parser.add_argument("--part", choices=PARTS, action="append", help="only these (repeatable)")
     parser.add_argument(
         "--compression",
@@ -189,8 +215,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sqlite-dir", default=tempfile.gettempdir())
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "ws.json")
     parser.add_argument(
-        "--pg-url", default=hb.DEFAULT_PG_URL, help="unused (SQLite only); run.py passes it"
+        "--pg-url",
+        default=hb.DEFAULT_PG_URL,
+        help="the nodes part's PostgreSQL, for a fresh schema (default %(default)s)",
     )
+    parser.add_argument(
+        "--notifier",
+        choices=NOTIFIERS,
+        action="append",
+        help="the nodes part's notifiers (repeatable; default all three)",
+    )
+    parser.add_argument("--nats-url", default="nats://127.0.0.1:4222")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     # A child process's role (internal), and its arguments.
     roles = ("clients", "writer", "raw-server")
     parser.add_argument("--role", choices=roles, help=argparse.SUPPRESS)
@@ -205,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.runs = 1
     args.part = args.part or list(PARTS)
+    args.notifier = [n for n in NOTIFIERS if n in (args.notifier or NOTIFIERS)]
     return args
 
 
@@ -772,12 +809,29 @@ def started(name: str, command: list[str], env: dict[str, str] | None = None) ->
         process.stop()
 
 
+def _tidings_command() -> list[str]:
+    """How to run the ``tidings`` CLI of this interpreter's environment."""
+    exe = Path(sys.executable).with_name("tidings")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tidings.cli"]
+
+
 def tidings_server(store: str, **settings: Any) -> contextlib.AbstractContextManager[Server]:
     """``tidings serve --store store --port 0``, with ``TIDINGS_<NAME>`` settings."""
-    exe = Path(sys.executable).with_name("tidings")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "tidings.cli"]
     env = {**os.environ, **{f"TIDINGS_{k.upper()}": str(v) for k, v in settings.items()}}
-    return started("tidings", [*command, "serve", "--store", store, "--port", "0"], env)
+    return started("tidings", [*_tidings_command(), "serve", "--store", store, "--port", "0"], env)
+
+
+def tidings_node(
+    name: str, store: str, notify: str | None
+) -> contextlib.AbstractContextManager[Server]:
+    """One node of several on a shared store: ``tidings serve --store store --port 0``,
+    with ``--notify notify`` when given (without it, the server's default: LISTEN/NOTIFY
+    on a PostgreSQL store; a ``TIDINGS_NOTIFY`` in this environment is not passed on)."""
+    command = [*_tidings_command(), "serve", "--store", store, "--port", "0"]
+    if notify is not None:
+        command += ["--notify", notify]
+    env = {k: v for k, v in os.environ.items() if k not in ("TIDINGS_NOTIFY", "TIDINGS_STORE")}
+    return started(name, command, env)
 
 
 def raw_server_process() -> contextlib.AbstractContextManager[Server]:
@@ -900,17 +954,31 @@ class Writer:
 
 
 class Rig:
-    """A server, its clients and a writer: runs numbered phases and reports each."""
+    """A server, its clients and a writer: runs numbered phases and reports each.
+
+    The writer appends to ``server``; the clients connect to ``listen`` (another node
+    on the same store in the nodes part; by default ``server`` too). ``watch`` names
+    further processes whose CPU each phase reports.
+    """
 
     def __init__(
-        self, args: argparse.Namespace, server: Server, clients: int, procs: int, ack: str
+        self,
+        args: argparse.Namespace,
+        server: Server,
+        clients: int,
+        procs: int,
+        ack: str,
+        listen: Server | None = None,
+        watch: dict[str, list[int]] | None = None,
     ) -> None:
         self.args = args
         self.server = server
+        self.listen = listen or server
+        self.watch = watch or {}
         self.phases = itertools.count(1)
         self.writer = Writer(f"{server.base}/streams/{STREAM}/events")
         try:
-            self.fleet = Fleet(args, server.ws_url, clients, procs, ack)
+            self.fleet = Fleet(args, self.listen.ws_url, clients, procs, ack)
         except Exception:
             self.writer.close()
             raise
@@ -925,6 +993,7 @@ class Rig:
             "server": [self.server.pid],
             "clients": self.fleet.pids,
             "writer": [self.writer.pid],
+            **self.watch,
         }
         cpu0 = {k: sum(map(cpu_seconds, v)) for k, v in pids.items()}
         wall0 = time.perf_counter()
@@ -932,7 +1001,7 @@ class Rig:
         reports = self.fleet.ask(f"report {number} {wrote['written']} {sizes.drain_cap}")
         wall = time.perf_counter() - wall0
         cpu = {k: (sum(map(cpu_seconds, v)) - cpu0[k]) / wall * 100 for k, v in pids.items()}
-        found = hb.merge_reports(reports, wrote["written"], self.fleet.connected)
+        found: dict[str, Any] = hb.merge_reports(reports, wrote["written"], self.fleet.connected)
         frames = sum(r["frames"] for r in reports)
         events = sum(r["events"] for r in reports)
         found.update(
@@ -1385,6 +1454,196 @@ def render_memory(found: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(text)
 
 
+# --- part 4: across nodes -------------------------------------------------------------------------
+
+NOTIFIER_LABELS = {"nats": "NATS", "redis": "Redis", "postgres": "PostgreSQL LISTEN/NOTIFY"}
+
+
+def notify_url(args: argparse.Namespace, notifier: str) -> str | None:
+    """The ``--notify`` URL of a notifier series; None for PostgreSQL's own (the default)."""
+    return {"nats": args.nats_url, "redis": args.redis_url}.get(notifier)
+
+
+def _node_line(what: str, found: dict[str, Any]) -> str:
+    cpu = found["cpu_percent"]
+    return (
+        f"  {what}: {found['writes_per_s']:,.0f} writes/s, {found['deliveries_per_s']:,.0f} deliveries/s  "
+        f"p50 {found['p50_ms']:.1f} ms  p99 {found['p99_ms']:.1f} ms  max {found['max_ms']:.1f} ms  "
+        f"late {found['late']:,}  dropped {found['new_drops']}  CPU A {cpu['node_a']:.0f}% "
+        f"B {cpu['node_b']:.0f}% clients {cpu['clients']:.0f}% writer {cpu['writer']:.0f}%  "
+        f"POST p50 {found['post_p50_ms']:.1f} ms p99 {found['post_p99_ms']:.1f} ms"
+        + (f"  writer lag {found['lag_ms']:.0f} ms" if found["lag_ms"] > 20 else "")
+    )
+
+
+def node_series(
+    args: argparse.Namespace, a: Server, b: Server, side: str, label: str
+) -> dict[str, Any]:
+    """The writer on node A, ``node_clients`` fresh clients on node ``side``: a warm-up,
+    ``--runs`` runs, then the clients' position check."""
+    sizes = args.sizes
+    series: dict[str, Any] = {
+        "clients_on": side,
+        "clients": sizes.node_clients,
+        "rate": sizes.node_rate,
+        "runs": [],
+    }
+    rig = Rig(
+        args,
+        a,
+        sizes.node_clients,
+        1,
+        "auto",
+        listen=b if side == "B" else a,
+        watch={"node_a": [a.pid], "node_b": [b.pid]},
+    )
+    try:
+        series["connected"] = rig.fleet.connected
+        series["extensions"] = rig.fleet.extensions
+        print(
+            f" {label}, clients on node {side}: {rig.fleet.connected:,} connected "
+            f"(extensions: {rig.fleet.extensions})",
+            flush=True,
+        )
+        series["warmup"] = rig.phase(sizes.node_rate, sizes.node_warmup)
+        for run in range(1, args.runs + 1):
+            result = rig.phase(sizes.node_rate, sizes.node_seconds)
+            series["runs"].append(result)
+            print(_node_line(f"run {run}/{args.runs}", result), flush=True)
+        series["check"] = check = rig.check()
+        print(_check_line(f"{label}, node {side}", check), flush=True)
+    finally:
+        rig.close()
+    return series
+
+
+def run_nodes(args: argparse.Namespace, stores: Any) -> dict[str, Any]:
+    """Per notifier: nodes A and B on one fresh PostgreSQL schema; clients on B, then on A."""
+    sizes = args.sizes
+    found: dict[str, Any] = {"series": {}, "errors": {}, "failures": []}
+    print(
+        f"\nnodes: two tidings serve on one PostgreSQL schema, notified by "
+        f"{', '.join(NOTIFIER_LABELS[n] for n in args.notifier)}; the writer appends to node A at "
+        f"{sizes.node_rate:,.0f} ev/s (one event per request); {sizes.node_clients} clients (ack auto) on "
+        f"node B, then on node A; {args.runs} run(s) of {sizes.node_seconds:g} s after "
+        f"{sizes.node_warmup:g} s of warm-up each",
+        flush=True,
+    )
+    unavailable = stores.check_postgres()  # also drops the schemas of dead runs
+    if unavailable:
+        found["errors"]["postgres"] = unavailable
+        print(f"  ERROR {unavailable}", flush=True)
+        return found
+    for notifier in args.notifier:
+        label = NOTIFIER_LABELS[notifier]
+        notify = notify_url(args, notifier)
+        try:
+            with contextlib.ExitStack() as stack:
+                url = stack.enter_context(stores.fresh("postgres"))
+                a = stack.enter_context(tidings_node("node A", url, notify))
+                b = stack.enter_context(tidings_node("node B", url, notify))
+                for side in ("B", "A"):
+                    key = f"{notifier} {side}"
+                    try:
+                        series = node_series(args, a, b, side, label)
+                    except Exception as exc:
+                        found["errors"][key] = f"{type(exc).__name__}: {exc}"
+                        print(f"  ERROR ({key}) {found['errors'][key]}", flush=True)
+                        continue
+                    series["notifier"] = notifier
+                    series["notify"] = notify
+                    found["series"][key] = series
+                    for problem in problems(series["check"], strict_missing=True):
+                        found["failures"].append(f"nodes {label}, clients on {side}: {problem}")
+        except Exception as exc:
+            found["errors"][notifier] = f"{type(exc).__name__}: {exc}"
+            print(f"  ERROR ({notifier}) {found['errors'][notifier]}", flush=True)
+    return found
+
+
+def render_nodes(found: dict[str, Any], args: argparse.Namespace) -> str:
+    goal_ms = GOALS["nodes_p99_ms"]
+    lines = [
+        (
+            "notifier", "clients on", "writes/s", "deliveries/s", "p50 ms", "p99 ms", "max ms",
+            "POST p50/p99 ms", "missing/client", "dup/client", "dropped", "CPU A/B/clients/writer %",
+            "goal", "",
+        )
+    ]  # fmt: skip
+    extra = [("notifier", "node B - node A: p50 ms", "p99 ms")]
+    for notifier in args.notifier:
+        medians: dict[str, tuple[float | None, float | None]] = {}
+        for side in ("B", "A"):
+            series = found["series"].get(f"{notifier} {side}")
+            if not series or not series["runs"]:
+                continue
+            runs = series["runs"]
+
+            def v(key: str, runs: list[dict[str, Any]] = runs) -> list[float]:
+                return [r[key] for r in runs]
+
+            def c(key: str, runs: list[dict[str, Any]] = runs) -> float:
+                return hb.med([r["cpu_percent"][key] for r in runs]) or 0.0
+
+            check = series.get("check") or {}
+            dropped = check.get("dropped", sum(v("new_drops")))
+            p99 = hb.med(v("p99_ms"))
+            medians[side] = (hb.med(v("p50_ms")), p99)
+            on_b = side == "B"
+            ok = (
+                p99 is not None
+                and p99 <= goal_ms
+                and not problems(check, strict_missing=True)
+                and dropped == 0
+            )
+            lines.append(
+                (
+                    NOTIFIER_LABELS[notifier],
+                    f"node {side}" + ("" if on_b else " (the writer's)"),
+                    hb.cell(v("writes_per_s")),
+                    hb.cell(v("deliveries_per_s")),
+                    hb.cell(v("p50_ms"), 1),
+                    hb.cell(v("p99_ms"), 1),
+                    hb.cell(v("max_ms"), 1),
+                    f"{hb.med(v('post_p50_ms')) or 0:.1f} / {hb.med(v('post_p99_ms')) or 0:.1f}",
+                    f"{check.get('missing_max', '-')}",
+                    f"{check.get('dups_max', '-')}",
+                    f"{dropped:,}",
+                    f"{c('node_a'):.0f} / {c('node_b'):.0f} / {c('clients'):.0f} / {c('writer'):.0f}",
+                    f"p99 <= {goal_ms:g} ms, 0 missing/dup/dropped" if on_b else "-",
+                    ("pass" if ok else "MISS") if on_b else "",
+                )
+            )
+        if "A" in medians and "B" in medians:
+            (b50, b99), (a50, a99) = medians["B"], medians["A"]
+            extra.append(
+                (
+                    NOTIFIER_LABELS[notifier],
+                    f"{b50 - a50:+.1f}" if b50 is not None and a50 is not None else "-",
+                    f"{b99 - a99:+.1f}" if b99 is not None and a99 is not None else "-",
+                )
+            )
+    sizes = args.sizes
+    text = [
+        f"across nodes: two tidings serve on one PostgreSQL schema; the writer appends to node A at "
+        f"{sizes.node_rate:,.0f} ev/s, one event per request; {sizes.node_clients} clients (ack auto, from end) on node B, "
+        f"then on node A; median of {args.runs} run(s) of {sizes.node_seconds:g} s (min-max)",
+        "",
+        *fixed_width(lines),
+        "",
+        *fixed_width(extra),
+        "",
+        "latency: the client's receipt time.time() - the writer's time.time() just before its POST to node A (node A's",
+        "commit, its head on the notifier, node B's read of the log, its send and the client's decoding); POST: the",
+        "writer's round trips to node A; missing/dup per client: the most in one client, from its positions after the",
+        "last run; CPU: % of one core during the runs (node A, node B, the client process, the writer; the machine has",
+        f"{os.cpu_count()} CPUs, shared with PostgreSQL and the notifier). Clients on node A: the same, for comparison.",
+    ]
+    text += [f"ERROR ({k}): {v}" for k, v in found["errors"].items()]
+    text += [f"FAILED: {f}" for f in found["failures"]]
+    return "\n".join(text)
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -1413,6 +1672,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": (run_latency, render_latency),
         "saturation": (run_saturation, render_saturation),
         "memory": (run_memory, render_memory),
+        "nodes": (run_nodes, render_nodes),
     }
     for part in PARTS:
         if part in args.part:
@@ -1436,6 +1696,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "parts": args.part,
             "compression": args.compression,
+            "notifiers": args.notifier,
             "sizes": {
                 **{k: v for k, v in args.sizes.__dict__.items() if k != "configs"},
                 "configs": [c.__dict__ for c in args.sizes.configs],
