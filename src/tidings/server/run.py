@@ -7,6 +7,7 @@ the store; all within ``shutdown_timeout`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import ipaddress
@@ -51,6 +52,9 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
+_CLOSE_HANDSHAKE = 0.3  # seconds for WebSocket clients to answer the server's close
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, which tells live streams to end before it waits for them."""
 
@@ -73,8 +77,11 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         node: Node | None = getattr(self._app.state, "tidings", None)
         if node is not None:
+            had_sockets = bool(node.ws_connections)
             node.begin_stop()
             await node.ws_closed(min(2.0, node.settings.shutdown_timeout))
+            if had_sockets:  # let clients answer the close frames before the transports go
+                await asyncio.sleep(_CLOSE_HANDSHAKE)
         await super().shutdown(sockets)
 
     @contextlib.contextmanager

@@ -26,7 +26,9 @@ async def gateway(websocket: WebSocket) -> None:
     token = next((p[len(protocol.TOKEN_PREFIX) :] for p in offered if _is_token(p)), None)
     wanted = [p for p in offered if not _is_token(p)]
     if wanted and protocol.SUBPROTOCOL not in wanted:
-        await websocket.accept()
+        # Select what it offered, only to close at once: a browser fails a handshake that
+        # selects none of its offers, and its page would see 1006 instead of 4000.
+        await websocket.accept(wanted[0])
         await websocket.close(protocol.UNSUPPORTED_PROTOCOL, f"offer {protocol.SUBPROTOCOL}")
         return
     subprotocol = protocol.SUBPROTOCOL if wanted else None

@@ -77,6 +77,7 @@ class Connection:
             if reader in done and self.closing is not None:
                 with contextlib.suppress(TimeoutError):  # let the writer send the close
                     await asyncio.wait_for(asyncio.shield(writer), self.settings.send_timeout)
+
         finally:
             self.node.ws_left(self)
             with contextlib.suppress(Exception):  # its listens go with it
