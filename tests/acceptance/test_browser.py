@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
+from tests.acceptance.browser_tools import chromium, serve_page
 from tests.acceptance.sse_tools import Server, make_batch, read_store, write_all
-
-CHROMIUM = os.environ.get("TIDINGS_TEST_CHROMIUM", "/usr/bin/chromium")
-IN_CI = os.environ.get("CI") == "true"
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>tidings live</title></head>
@@ -45,50 +41,18 @@ PAGE = """<!doctype html>
 """
 
 
-def need(problem: str) -> None:
-    """Skip for ``problem``, or fail under CI=true (where the browser must be there)."""
-    if IN_CI:
-        pytest.fail(f"{problem} (CI=true: the browser test must run; see scripts/browser.sh)")
-    pytest.skip(problem)
-
-
 @pytest.fixture
 async def page_origin() -> AsyncIterator[str]:
-    """A tiny static site on another port: the page's origin, other than the server's."""
-    app = web.Application()
-
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
-
-    app.router.add_get("/", index)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    """The page, served from an origin other than the servers'."""
+    async with serve_page(PAGE) as origin:
+        yield origin
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    """Headless Chromium from /usr/bin/chromium (never a downloaded build)."""
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError as exc:
-        need(f"playwright is not installed ({exc}): pip install playwright")
-    if not os.access(CHROMIUM, os.X_OK):
-        need(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    """Headless Chromium (see browser_tools)."""
+    async with chromium() as launched:
+        yield launched
 
 
 async def seen_by(page: Any) -> list[int]:

@@ -25,16 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from tests.acceptance.browser_tools import chromium, serve_page
 from tests.gateway.harness import Server, log_positions, write_all
 from tidings.server.auth import hash_key
 
-CHROMIUM = os.environ.get("TIDINGS_TEST_CHROMIUM", "/usr/bin/chromium")
-IN_CI = os.environ.get("CI") == "true"
 KEY = "browser-ws-key-0123456789abcdef"
 
 PAGE = """<!doctype html>
@@ -94,50 +92,18 @@ PAGE = """<!doctype html>
 """
 
 
-def need(problem: str) -> None:
-    """Skip for ``problem``, or fail under CI=true (where the browser must be there)."""
-    if IN_CI:
-        pytest.fail(f"{problem} (CI=true: the browser test must run; see scripts/browser.sh)")
-    pytest.skip(problem)
-
-
 @pytest.fixture
 async def page_origin() -> AsyncIterator[str]:
-    """A tiny static site on another port: the page's origin, other than the servers'."""
-    app = web.Application()
-
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
-
-    app.router.add_get("/", index)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    """The page, served from an origin other than the servers'."""
+    async with serve_page(PAGE) as origin:
+        yield origin
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    """Headless Chromium from /usr/bin/chromium (never a downloaded build)."""
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError as exc:
-        need(f"playwright is not installed ({exc}): pip install playwright")
-    if not os.access(CHROMIUM, os.X_OK):
-        need(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    """Headless Chromium (see browser_tools)."""
+    async with chromium() as launched:
+        yield launched
 
 
 def stop_all(servers: list[Server]) -> None:
