@@ -249,5 +249,18 @@ def error_from_body(status: int, body: ErrorBody, url: str) -> TidingsError:
     return InvalidInput(body.message)
 
 
+class PublishBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A channel notification: pghub's key (ints) and value (any JSON)."""
+
+    key: list[int] = msgspec.field(default_factory=list)
+    value: Any = None
+
+
+class Published(msgspec.Struct):
+    """The notification was handed to the notifier (delivery is at most once)."""
+
+    channel: str
+
+
 encoder = msgspec.json.Encoder()
 """The one JSON encoder of the wire (events, pages, errors)."""

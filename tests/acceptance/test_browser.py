@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.acceptance.browser_tools import chromium, serve_page
 from tests.acceptance.sse_tools import Server, make_batch, read_store, write_all
 
 PAGE = """<!doctype html>
@@ -39,20 +37,6 @@ PAGE = """<!doctype html>
   };
 </script></body></html>
 """
-
-
-@pytest.fixture
-async def page_origin() -> AsyncIterator[str]:
-    """The page, served from an origin other than the servers'."""
-    async with serve_page(PAGE) as origin:
-        yield origin
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    """Headless Chromium (see browser_tools)."""
-    async with chromium() as launched:
-        yield launched
 
 
 async def seen_by(page: Any) -> list[int]:

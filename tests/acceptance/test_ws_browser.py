@@ -20,7 +20,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from tests.acceptance.browser_tools import chromium, serve_page
 from tests.gateway.harness import Server, log_positions, write_all
 from tidings.server.auth import hash_key
 
@@ -90,20 +88,6 @@ PAGE = """<!doctype html>
   });
 </script></body></html>
 """
-
-
-@pytest.fixture
-async def page_origin() -> AsyncIterator[str]:
-    """The page, served from an origin other than the servers'."""
-    async with serve_page(PAGE) as origin:
-        yield origin
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    """Headless Chromium (see browser_tools)."""
-    async with chromium() as launched:
-        yield launched
 
 
 def stop_all(servers: list[Server]) -> None:

@@ -53,3 +53,58 @@ async def test_read_all_follow_uses_the_websocket_through_catch_up_and_live(
             await remote.close()
     finally:
         server.stop(signal.SIGTERM)
+
+
+@pytest.mark.timeout(60)
+async def test_remote_watch_listen_and_publish_come_back_after_a_restart(tmp_path: Path) -> None:
+    import json
+
+    from tidings.hub import HubEvent
+
+    views = [{"name": "profiles", "category": "profile"}]
+    server = Server(f"sqlite:///{tmp_path / 'w.db'}", {"TIDINGS_VIEWS": json.dumps(views)})
+    try:
+        remote = await tidings.connect(server.http)
+        try:
+            await remote.append("profile-a", [tidings.NewEvent("new", {"name": "Ann"})])
+            changes = remote.watch("profiles", ["a", "b"]).__aiter__()
+            first = await asyncio.wait_for(anext(changes), 10)
+            assert (first.key, first.value) == ("a", {"name": "Ann"})
+            heard = remote.listen("news").__aiter__()
+
+            async def notification() -> HubEvent:
+                while True:
+                    event = await asyncio.wait_for(anext(heard), 10)
+                    if event.topic is not None:
+                        return event
+
+            listening = asyncio.create_task(notification())
+            await asyncio.sleep(0.5)  # the listen is in place
+            await remote.publish("news", (1, 2), {"text": "hello"})
+            event = await listening
+            assert (event.topic, event.key, event.value) == ("news", (1, 2), {"text": "hello"})
+
+            await remote.append("profile-b", [tidings.NewEvent("new", {"name": "Bob"})])
+            second = await asyncio.wait_for(anext(changes), 10)
+            assert (second.key, second.value) == ("b", {"name": "Bob"})
+            # A restart: the watch is taken up again; what changed meanwhile arrives as
+            # changes since what this reader saw (a deleted key, a new value), no repeats.
+            await asyncio.to_thread(server.stop, signal.SIGTERM)  # the loop runs meanwhile
+            await asyncio.to_thread(server.start)
+            await remote.append("profile-a", [tidings.NewEvent("del")])
+            await remote.append("profile-b", [tidings.NewEvent("mod", {"age": 40})])
+            seen = {}
+            while seen.get("b") != {"name": "Bob", "age": 40} or "a" not in seen:
+                change = await asyncio.wait_for(anext(changes), 15)
+                seen[change.key] = change.value
+            assert seen["a"] is None
+            listening = asyncio.create_task(notification())
+            await asyncio.sleep(1.0)  # listening again after the cut
+            await remote.publish("news", (), "again")
+            assert (await listening).value == "again"
+            await changes.aclose()
+            await heard.aclose()
+        finally:
+            await remote.close()
+    finally:
+        server.stop(signal.SIGTERM)

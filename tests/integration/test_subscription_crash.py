@@ -50,9 +50,13 @@ async def run_until_killed(url: str, mode: str, out: Path | str) -> bool:
     try:
         await asyncio.wait_for(proc.wait(), random.uniform(0.2, 0.6))
     except TimeoutError:
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        return False
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:  # it finished just as the wait ran out: not killed
+            await proc.wait()
+        else:
+            await proc.wait()
+            return False
     stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
     assert proc.returncode == 0, stderr
     return True

@@ -1,8 +1,9 @@
 """``RemoteStore``: the EventStore protocol over a tidings server's HTTP API (aiohttp).
 
 It validates input as the local backends do (nothing bad is sent), maps every error
-response back to the exception a local backend raises, and follows the log live
-over Server-Sent Events, resuming by itself from the last position it yielded.
+response back to the exception a local backend raises, and follows the log live over
+the server's WebSocket (or Server-Sent Events), resuming by itself from the last
+position it yielded. Watches and channels are in ``tidings.client.gateway``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 import msgspec
 
+from tidings.client import gateway
 from tidings.client.sse import SSEParser
 from tidings.codec import PreparedAppend
 from tidings.errors import StoreUnavailable, TidingsError
@@ -28,14 +30,17 @@ from tidings.events import (
     StreamInfo,
     expected_from_code,
 )
+from tidings.hub import HubEvent
 from tidings.store import redact
 from tidings.store.base import StoreFront, check_limit, check_page_size, check_position
 from tidings.store.planner import Group
 from tidings.subscriptions.checkpoints import SubscriptionInfo
+from tidings.views.watch import Change
 from tidings.wire import (
     ErrorBody,
     Head,
     LogPage,
+    Published,
     StreamPage,
     StreamsPage,
     StreamVersion,
@@ -104,19 +109,6 @@ def _decode(data: bytes, type_: type[T]) -> T:
         decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     value: T = decoder.decode(data)
     return value
-
-
-class _WsMessage(msgspec.Struct):
-    """What the follower reads of a ``tidings.v1`` server message."""
-
-    type: str
-    batch: int = 0
-    events: list[RecordedEvent] = msgspec.field(default_factory=list)
-    error: str | None = None
-    message: str | None = None
-
-
-_batch_decoder = msgspec.json.Decoder(_WsMessage)
 
 
 class RemoteStore(StoreFront):
@@ -337,7 +329,7 @@ class RemoteStore(StoreFront):
                 pages = (
                     self._live_pages(position, filter, size)
                     if self._ws is False
-                    else self._ws_pages(position, filter, size)
+                    else gateway.follow_pages(self, position, filter, size)
                 )
                 async for page in pages:
                     retry = _RETRY_FIRST
@@ -354,61 +346,6 @@ class RemoteStore(StoreFront):
             self._check_open()
             await asyncio.sleep(retry)
             retry = min(retry * 2, _RETRY_MAX)
-
-    async def _ws_pages(
-        self, after: int, filter: Filter | None, size: int
-    ) -> AsyncIterator[list[RecordedEvent]]:
-        """Pages from one WebSocket subscription (``tidings.v1``), each batch acked once
-        the caller has taken its pages: the server sends no more than a few batches
-        ahead of the reader. A server without ``/ws`` is followed over SSE instead."""
-        subscribe: dict[str, Any] = {"type": "subscribe", "sub": "follow", "from_position": after}
-        if filter is not None and not filter.is_empty:
-            subscribe["filter"] = {
-                "categories": None if filter.categories is None else list(filter.categories),
-                "types": None if filter.types is None else list(filter.types),
-                "stream_prefix": filter.stream_prefix,
-                "stream_pattern": filter.stream_pattern,
-            }
-        url = "ws" + self.base[len("http") :] + "/ws"
-        try:
-            async with self.session.ws_connect(
-                url, protocols=("tidings.v1",), timeout=aiohttp.ClientWSTimeout(ws_close=5),
-                heartbeat=30, max_msg_size=0,
-            ) as ws:  # fmt: skip
-                self._ws = True
-                await ws.send_bytes(encoder.encode(subscribe))
-                async for message in ws:
-                    if message.type is not aiohttp.WSMsgType.TEXT:
-                        break
-                    batch = _batch_decoder.decode(message.data)
-                    if batch.type == "events":
-                        events = batch.events
-                        while events:
-                            yield events[:size]
-                            events = events[size:]
-                        ack = {"type": "ack", "sub": "follow", "batch": batch.batch}
-                        await ws.send_bytes(encoder.encode(ack))
-                    elif batch.type == "error":
-                        raise self._ws_error(batch)
-                    elif batch.type == "closing":
-                        break  # the server closes (1012: restarting): resume elsewhere
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status in (404, 405) and self._ws is None:
-                self._ws = False  # an older server: no WebSocket gateway
-                async for page in self._live_pages(after, filter, size):
-                    yield page
-                return
-            raise StoreUnavailable(redact(self.url), f"WebSocket handshake: {exc}") from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}") from exc
-        raise StoreUnavailable(redact(self.url), "the WebSocket closed")
-
-    def _ws_error(self, message: _WsMessage) -> TidingsError:
-        status = {"forbidden": 403, "unauthorized": 401}.get(message.error or "", 400)
-        if message.error in ("store_unavailable", "internal_error"):
-            status = 503
-        body = encoder.encode({"error": message.error, "message": message.message or ""})
-        return self._error(status, body)
 
     async def _live_pages(
         self, after: int, filter: Filter | None, size: int
@@ -436,6 +373,23 @@ class RemoteStore(StoreFront):
                         page = page[size:]
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}") from exc
+
+    def watch(self, view: str, keys: Iterable[str] | None = None) -> AsyncIterator[Change]:
+        """A server view's ``Change``s for ``keys`` (None: every key): each existing key's
+        value, then every change, stacked per key while the reader is slow, as
+        ``View.watch`` gives them; kept alive and resumed after cuts (see
+        ``tidings.client.gateway.watch``)."""
+        return gateway.watch(self, view, None if keys is None else list(keys))
+
+    def listen(self, channel: str) -> AsyncIterator[HubEvent]:
+        """A channel's notifications (and the server's notices, ``topic`` None), from
+        every node, at most once (see ``tidings.client.gateway.listen``)."""
+        return gateway.listen(self, channel)
+
+    async def publish(self, channel: str, key: tuple[int, ...] = (), value: Any = None) -> None:
+        """Notify every listener of ``channel``, on every node (``POST /channels/{channel}``)."""
+        body = encoder.encode({"key": list(key), "value": value})
+        await self._call("POST", f"/channels/{quote(channel, safe='')}", Published, body=body)
 
     async def close(self) -> None:
         """Let requests already made finish (appends included), then close the session."""

@@ -1,4 +1,5 @@
-"""``POST /gateway/send``: a message to a WebSocket client on any node (admin)."""
+"""``POST /gateway/send`` (a message to a WebSocket client on any node, admin) and
+``POST /channels/{channel}`` (a channel notification, for clients without a socket)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tidings.server.body import decode_body, reply
 from tidings.server.errors import ApiError
 from tidings.server.node import node_in
 from tidings.server.openapi import body_of, responses
+from tidings.wire import PublishBody, Published
 
 router = APIRouter()
 
@@ -58,3 +60,24 @@ async def send(request: Request) -> Response:
     except PayloadTooLarge as exc:
         raise ApiError(413, "payload_too_large", str(exc)) from None
     return reply(Sent(), 202)
+
+
+@router.post(
+    "/channels/{channel}",
+    status_code=202,
+    summary="Publish a notification on a channel (every node's listeners get it)",
+    openapi_extra=body_of(PublishBody),
+    responses=responses(Published, 202, errors=(400, 413, 415, 422, 503)),
+)
+async def publish(channel: str, request: Request) -> Response:
+    """The channel's WebSocket listeners get ``{"type": "notification", "channel",
+    "key", "value"}``: at most once, as over the WebSocket's ``publish``."""
+    node, who = node_in(request), await caller(request)
+    if not who.may("publish", channel):
+        raise ApiError(403, "forbidden", f"{who.subject} may not publish on {channel!r}")
+    given = await decode_body(request, PublishBody, node.settings.max_body_bytes)
+    try:
+        await node.gateway.publish(channel, tuple(given.key), given.value)
+    except PayloadTooLarge as exc:
+        raise ApiError(413, "payload_too_large", str(exc)) from None
+    return reply(Published(channel), 202)
