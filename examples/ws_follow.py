@@ -44,7 +44,7 @@ async def follow(url: str, category: str | None, count: int | None, token: str |
                             return
                     elif message["type"] == "error":
                         raise SystemExit(f"error: {message['error']}: {message['message']}")
-        except (OSError, websockets.ConnectionClosedError):
+        except (OSError, websockets.ConnectionClosedError, websockets.InvalidHandshake):
             await asyncio.sleep(1)  # the server is away: try again from `handled`
 
 

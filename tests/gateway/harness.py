@@ -197,7 +197,12 @@ class Follower:
             cut_after = self.rng.randint(1, 40) if cut else None
             try:
                 await self.session(cut_after)
-            except (OSError, websockets.ConnectionClosed, TimeoutError) as exc:
+            except (
+                OSError,
+                websockets.ConnectionClosed,
+                websockets.InvalidHandshake,
+                TimeoutError,
+            ) as exc:
                 log.info("session ended: %r", exc)
             self.cuts += 1
             log.info("cut %d: %d events, at %d", self.cuts, len(self.positions), self.handled)

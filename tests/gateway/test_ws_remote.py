@@ -108,3 +108,25 @@ async def test_remote_watch_listen_and_publish_come_back_after_a_restart(tmp_pat
             await remote.close()
     finally:
         server.stop(signal.SIGTERM)
+
+
+@pytest.mark.timeout(30)
+async def test_a_follow_with_refused_credentials_raises_access_denied(tmp_path: Path) -> None:
+    import json
+
+    from tidings.errors import AccessDenied
+    from tidings.server.auth import hash_key
+
+    keys = [{"name": "ci", "hash": hash_key("a-good-key-0123456789"), "scopes": ["admin"]}]
+    server = Server(f"sqlite:///{tmp_path / 'a.db'}", {"TIDINGS_AUTH__API_KEYS": json.dumps(keys)})
+    try:
+        remote = await tidings.connect(server.http, token="a-wrong-key")
+        try:
+            with pytest.raises(AccessDenied):  # at once, not retried forever
+                async with asyncio.timeout(10):
+                    async for _ in remote.read_all_pages(follow=True):
+                        pass
+        finally:
+            await remote.close()
+    finally:
+        server.stop(signal.SIGTERM)

@@ -60,8 +60,8 @@ async def connection(store: RemoteStore) -> AsyncIterator[aiohttp.ClientWebSocke
             heartbeat=30, max_msg_size=0,
         ) as ws:  # fmt: skip
             yield ws
-    except aiohttp.WSServerHandshakeError:
-        raise
+    except (aiohttp.WSServerHandshakeError, TidingsError):
+        raise  # AccessDenied is a PermissionError, an OSError: not a lost server
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise StoreUnavailable(redact(store.url), f"{type(exc).__name__}: {exc}") from exc
 
@@ -75,6 +75,19 @@ async def messages(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Message
         if message.type == "closing":
             break
         yield message
+
+
+def check_close(store: RemoteStore, ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Raise when the server closed for good (1008: credentials; 4000: the protocol);
+    return when a reconnect may do (a restart, an overload, a cut)."""
+    code = ws.close_code
+    if code == 1008:
+        body = encoder.encode(
+            {"error": "unauthorized", "message": "the server refused the credentials"}
+        )
+        raise store._error(401, body)
+    if code == 4000:
+        raise StoreUnavailable(redact(store.url), "the server does not speak tidings.v1")
 
 
 def error_of(store: RemoteStore, message: Message) -> TidingsError:
@@ -114,6 +127,7 @@ async def follow_pages(
                     await ws.send_bytes(encoder.encode(ack))
                 elif message.type == "error":
                     raise error_of(store, message)
+            check_close(store, ws)
     except aiohttp.WSServerHandshakeError as exc:
         if exc.status in (404, 405) and store._ws is None:
             store._ws = False  # an older server: no WebSocket gateway
@@ -163,7 +177,8 @@ async def watch(store: RemoteStore, view: str, keys: list[str] | None) -> AsyncI
                             raise error_of(store, message)
                 finally:
                     wants.cancel()
-        except StoreUnavailable as exc:
+                check_close(store, ws)
+        except (StoreUnavailable, aiohttp.WSServerHandshakeError) as exc:
             log.warning("watch of %s lost the server (%s); again in %.2f s", view, exc, retry)
         store._check_open()
         await asyncio.sleep(retry)
@@ -212,7 +227,8 @@ async def listen(store: RemoteStore, channel: str) -> AsyncIterator[HubEvent]:
                         yield HubEvent(None, (), notice)
                     elif message.type == "error":
                         raise error_of(store, message)
-        except StoreUnavailable as exc:
+                check_close(store, ws)
+        except (StoreUnavailable, aiohttp.WSServerHandshakeError) as exc:
             log.warning("listen to %s lost the server (%s); again in %.2f s", channel, exc, retry)
         cut = True
         store._check_open()
