@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
 from tidings.errors import ConfigurationError
+from tidings.events import Filter
 from tidings.server.errors import ApiError
 from tidings.server.limits import RateLimiter
 
@@ -243,3 +244,20 @@ async def caller(request: Request) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(caller)]
+
+
+def readable(who: Principal, found: Filter | None, action: str = "read") -> Filter | None:
+    """``found``, narrowed to the categories the caller may ``action`` on (403 if it asks
+    for more)."""
+    allowed = who.categories(action)
+    if allowed is None:
+        return found
+    if found is not None and found.categories is not None:
+        for name in found.categories:
+            who.require(action, name)
+        return found
+    if not allowed:
+        raise ApiError(403, "forbidden", f"{who.subject} may not {action} any category")
+    if found is None:
+        return Filter(sorted(allowed))
+    return Filter(sorted(allowed), found.stream_prefix, found.types, found.stream_pattern)

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header, Query, Request
 
 from tidings.errors import InvalidInput
 from tidings.events import Filter, category_of
-from tidings.server.auth import caller
+from tidings.server.auth import caller, readable
 from tidings.server.errors import ApiError
 from tidings.server.node import Node, node_in
-from tidings.server.routes.store import log_filter, readable
+from tidings.server.routes.store import log_filter
 from tidings.server.sse import LiveStream
 from tidings.wire import MAX_POSITION
 

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from tidings.errors import InvalidInput
 from tidings.events import AppendResult, Audit, AuditRecord, Filter, category_of
-from tidings.server.auth import Principal, caller
+from tidings.server.auth import caller, readable
 from tidings.server.body import decode_body, reply
 from tidings.server.errors import ApiError
 from tidings.server.node import Node, node_in, node_of
@@ -53,23 +53,6 @@ def log_filter(
             raise InvalidInput(f"{what} must not be empty")
     found = Filter(category, stream_prefix, type, stream_pattern)
     return None if found.is_empty else found
-
-
-def readable(who: Principal, found: Filter | None, action: str = "read") -> Filter | None:
-    """``found``, narrowed to the categories the caller may ``action`` on (403 if it asks
-    for more)."""
-    allowed = who.categories(action)
-    if allowed is None:
-        return found
-    if found is not None and found.categories is not None:
-        for name in found.categories:
-            who.require(action, name)
-        return found
-    if not allowed:
-        raise ApiError(403, "forbidden", f"{who.subject} may not {action} any category")
-    if found is None:
-        return Filter(sorted(allowed))
-    return Filter(sorted(allowed), found.stream_prefix, found.types, found.stream_pattern)
 
 
 @router.post(

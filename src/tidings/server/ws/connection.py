@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from tidings.errors import InvalidInput, PayloadTooLarge, TidingsError
 from tidings.events import Filter
-from tidings.server.auth import Authenticator, Principal
+from tidings.server.auth import Authenticator, Principal, readable
 from tidings.server.errors import ApiError
 from tidings.server.ws import protocol
 from tidings.server.ws.outbox import Outbox
@@ -301,8 +301,6 @@ class Connection:
         return sub
 
     async def _subscribe(self, message: protocol.Subscribe) -> None:
-        from tidings.server.routes.store import readable
-
         who, id = self.who, message.id
         assert who is not None
         if message.sub in self.subs:
