@@ -93,6 +93,12 @@ class LiveClient:
             self.queued_bytes += size
         self.wake.set()
 
+    def moved(self, tail: int) -> None:
+        """The live log has handled everything up to ``tail`` (what matched was offered):
+        wake the reader, which may say so to its client (an SSE id-only event). A
+        reader that can note it without waking overrides this."""
+        self.wake.set()
+
     def take(self) -> list[Chunk]:
         """Everything queued, in position order, emptying the queue."""
         items = list(self.queue)
@@ -135,7 +141,10 @@ class LiveLog:
         self.clients.discard(client)
 
     async def _run(self) -> None:
-        if self.tail < 0:
+        # Started by the first join; it stops after a page that found nobody joined (a
+        # log nobody follows is not read), and the next join starts it from the head.
+        # Restarted after a failure with clients joined, it goes on from its tail.
+        if self.tail < 0 or not self.clients:
             self.tail = await self.store.head()
         self._ready.set()
         async for page in self.store.read_all_pages(
@@ -146,7 +155,11 @@ class LiveLog:
                 _offer_page(page, clients)
             self.tail = page[-1].position
             for client in clients:
-                client.wake.set()  # the tail moved: filtered clients may send an id-only event
+                client.moved(self.tail)
+            if not self.clients:
+                self._ready.clear()  # no await from here to the end: no join is lost
+                self._started = False
+                return
 
     async def close(self) -> None:
         """Stop following the log; joined clients are woken to notice the stop."""

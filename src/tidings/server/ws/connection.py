@@ -21,7 +21,7 @@ from tidings.errors import InvalidInput, PayloadTooLarge, TidingsError
 from tidings.events import Filter
 from tidings.server.auth import Authenticator, Principal, readable
 from tidings.server.errors import ApiError
-from tidings.server.ws import protocol
+from tidings.server.ws import eager, protocol
 from tidings.server.ws.outbox import Outbox
 from tidings.server.ws.subscription import WsSubscription
 from tidings.server.ws.watch import WsWatch
@@ -55,6 +55,7 @@ class Connection:
         self.subs: dict[str, WsSubscription] = {}
         self.watches: dict[str, WsWatch] = {}
         self.closing: tuple[int, str] | None = None
+        self._sending: asyncio.Task[None] | None = None  # an eager send still under way
         self._expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -101,8 +102,7 @@ class Connection:
 
     def _stop_subs(self) -> None:
         for sub in self.subs.values():
-            if sub.task is not None:
-                sub.task.cancel()
+            sub.stop()
         for watch in self.watches.values():
             watch.stop()
 
@@ -129,11 +129,20 @@ class Connection:
     # -- the writer ---------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        timeout = self.settings.send_timeout
+        outbox, timeout = self.outbox, self.settings.send_timeout
         try:
-            while (data := await self.outbox.get()) is not None:
-                async with asyncio.timeout(timeout):
-                    await self.ws.send({"type": "websocket.send", "text": data.decode()})
+            while True:
+                if self._sending is not None:  # an eager send that had to wait goes first
+                    async with asyncio.timeout(timeout):
+                        await self._sending
+                data = outbox.pop()
+                if data is not None:
+                    async with asyncio.timeout(timeout):
+                        await self.ws.send({"type": "websocket.send", "text": data.decode()})
+                elif outbox.finished:
+                    break
+                else:
+                    await outbox.wait()
             code, reason = self.closing or (protocol.NORMAL, "")
             async with asyncio.timeout(timeout):
                 await self.ws.close(code, _short(reason))
@@ -141,6 +150,30 @@ class Connection:
             log.info("websocket %s read nothing for %.0f s: dropped", self.id, timeout)
         except Exception as exc:  # the client went away mid-send
             log.debug("websocket %s send failed: %s", self.id, exc)
+
+    def send_data(self, data: bytes) -> None:
+        """Send a data message (an ``events`` batch) that was given room: at once, from
+        the caller's step, when the writer idles; else through the outbox."""
+        outbox = self.outbox
+        if not outbox.idle or outbox.items or self._sending is not None or outbox.finished:
+            outbox.force(data)
+            return
+        message = {"type": "websocket.send", "text": data.decode()}
+        try:
+            self._sending = eager.start(self.ws.send(message), f"tidings-ws-send-{self.id}")
+        except Exception as exc:  # the client went away: the writer ends, the reader sees it
+            log.debug("websocket %s send failed: %s", self.id, exc)
+            outbox.finish()
+            return
+        if self._sending is not None:  # the socket's buffer is full: the writer times it
+            self._sending.add_done_callback(self._sent)
+            outbox.wake()
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending = None
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("websocket %s send failed: %s", self.id, task.exception())
+            self.outbox.finish()
 
     # -- the reader ---------------------------------------------------------------------
 
@@ -196,8 +229,7 @@ class Connection:
             await self._subscribe(message)
         elif isinstance(message, protocol.Unsubscribe):
             sub = self._sub(message.sub, message.id)
-            if sub.task is not None:
-                sub.task.cancel()
+            sub.stop()
             del self.subs[message.sub]
             self._send(protocol.reply("unsubscribed", message.id, sub=sub.sub, position=sub.cursor))
         elif isinstance(message, protocol.Ping):

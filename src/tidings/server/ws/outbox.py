@@ -1,4 +1,4 @@
-"""One connection's bounded queue of messages to send, and the one task that sends them."""
+"""One connection's bounded queue of messages to send, for the one task that sends them."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class Outbox:
         self.items: deque[bytes] = deque()
         self.size = 0
         self.finished = False
+        self.idle = False  # the sender waits for a message
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -65,18 +66,29 @@ class Outbox:
         self.finished = True
         self._ready.set()
 
-    async def get(self) -> bytes | None:
-        """The next message to send; None once finished and empty."""
-        while not self.items:
-            if self.finished:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
+    def pop(self) -> bytes | None:
+        """The next message to send, or None when nothing is queued."""
+        if not self.items:
+            return None
         data = self.items.popleft()
         self.size -= len(data)
         if not self._room.is_set():
             self._room.set()
         return data
+
+    async def wait(self) -> None:
+        """Wait, queue empty, until something is queued, ``finish`` or ``wake``
+        (``idle`` meanwhile: a message may then be sent without queueing it)."""
+        self._ready.clear()
+        self.idle = True
+        try:
+            await self._ready.wait()
+        finally:
+            self.idle = False
+
+    def wake(self) -> None:
+        """Wake the sender with nothing queued (it has something else to wait for)."""
+        self._ready.set()
 
     def _add(self, data: bytes) -> None:
         self.items.append(data)

@@ -15,12 +15,37 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from tidings.events import Filter, RecordedEvent
-from tidings.server.live import LiveClient, encode
+from tidings.server.live import Chunk, LiveClient, encode
 from tidings.server.ws import protocol
 from tidings.wire import encoder
 
 if TYPE_CHECKING:
+    from tidings.server.settings import WsSettings
     from tidings.server.ws.connection import Connection
+
+
+class _Live(LiveClient):
+    """The live log's side of one subscription, with the idle fast path."""
+
+    def __init__(self, sub: WsSubscription, settings: WsSettings) -> None:
+        super().__init__(sub.filter, None, settings.live_queue_events, settings.live_queue_bytes)
+        self.sub = sub
+        self.idle = False  # the subscription waits on ``wake`` with nothing queued
+
+    def offer(self, chunk: Chunk) -> None:
+        """Send ``chunk`` at once when idle and it fits; queue it otherwise."""
+        if self.idle:
+            if self.sub.send_now(chunk):
+                return
+            self.idle = False  # what follows queues behind it: order is kept
+        super().offer(chunk)
+
+    def moved(self, tail: int) -> None:
+        """Move an idle subscription's cursor to ``tail``; wake a busy one."""
+        if self.idle:
+            self.sub.cursor = max(self.sub.cursor, tail)
+        else:
+            super().moved(tail)
 
 
 class WsSubscription:
@@ -40,6 +65,14 @@ class WsSubscription:
         self._room = asyncio.Event()
         self._room.set()
         self.task: asyncio.Task[None] | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End the subscription now: nothing more is queued for it, even before its
+        task has seen the cancellation."""
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
 
     def ack(self, batch: int, id: protocol.Id = None) -> None:
         """The client handled every batch up to ``batch`` (acks are cumulative; on an
@@ -62,9 +95,7 @@ class WsSubscription:
         settings = self.conn.settings
         while True:
             await self._catch_up(None)
-            client = LiveClient(
-                self.filter, None, settings.live_queue_events, settings.live_queue_bytes
-            )
+            client = _Live(self, settings)
             try:
                 tail = await live.join(client)
                 await self._catch_up(tail)
@@ -87,7 +118,7 @@ class WsSubscription:
     def _pages(self, size: int) -> AsyncIterator[list[RecordedEvent]]:
         return self.conn.node.store.read_all_pages(self.cursor, self.filter, page_size=size)
 
-    async def _follow(self, client: LiveClient) -> None:
+    async def _follow(self, client: _Live) -> None:
         live = self.conn.node.live
         size = self.conn.settings.batch_events
         while True:
@@ -106,7 +137,27 @@ class WsSubscription:
                 return  # what followed was not kept: read it from the store
             self.cursor = max(self.cursor, tail)
             if not client.queue:
-                await client.wake.wait()
+                client.idle = True
+                try:
+                    await client.wake.wait()
+                finally:
+                    client.idle = False
+
+    def send_now(self, chunk: Chunk) -> bool:
+        """Queue ``chunk`` as one batch if that needs no wait (the idle fast path);
+        False, with nothing done, when it must go the slow way."""
+        positions, settings, outbox = chunk.positions, self.conn.settings, self.conn.outbox
+        if self.stopped or positions[0] <= self.cursor or len(positions) > settings.batch_events:
+            return False  # overlaps what was sent, or is more than one batch
+        if not self.auto and self.sent - self.acked >= settings.max_in_flight:
+            return False
+        data = protocol.events(self.sub_json, self.sent + 1, chunk.payloads, positions[-1])
+        if outbox.finished or not outbox.fits(data):
+            return False
+        self.conn.send_data(data)
+        self.sent += 1
+        self.cursor = positions[-1]
+        return True
 
     async def _send(self, positions: list[int], payloads: list[bytes]) -> None:
         if not self.auto:
