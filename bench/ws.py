@@ -51,8 +51,8 @@ other processes, and a writer process appends over HTTP at a fixed open-loop rat
 
 In the latency and saturation parts the clients offer permessage-deflate (the
 ``websockets`` client's default, and what browsers offer) unless ``--compression none``;
-uvicorn and the raw server both accept it with the same settings (12-bit windows,
-memLevel 5). Reuses ``bench/http.py``'s helpers (child processes, fresh
+tidings declines it by default (``ws.compression`` is off), and so does the raw server
+(it would compress each frame once per connection, where tidings sends shared bytes). Reuses ``bench/http.py``'s helpers (child processes, fresh
 stores, the latency merge), imported under another name than ``http``.
 """
 
@@ -194,6 +194,7 @@ QUICK = Sizes(
     node_seconds=3.0,
     node_warmup=1.0,
 )
+LATENCY_SERIES = ("auto", "manual", "raw")  # raw: the bare websockets server, for the floor
 LADDER_UP = 2.0  # each saturation step multiplies the rate by this
 SAT_BATCH = 10  # events per request of the second saturation ladder
 RISE = 1.05  # a step whose deliveries/s are not this much above the best so far: stopped rising
@@ -286,6 +287,131 @@ class Conn:
         self.closed = ""  # why it ended, when it did
 
 
+class Wire(asyncio.Protocol):
+    """One client connection on the ``websockets`` library's sans-I/O protocol, driven
+    from asyncio's callbacks: each message is handled in ``data_received``, timed there,
+    with no task woken per message. The load generator shares the machine's two cores
+    with the server it measures, so it must cost as little as it can (the library's
+    asyncio client, one task switch per message, took more CPU than the server)."""
+
+    def __init__(self, url: str, compression: str | None) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+        from websockets.typing import Subprotocol
+        from websockets.uri import parse_uri
+
+        extensions = enable_client_permessage_deflate(None) if compression else None
+        self.proto = ClientProtocol(
+            parse_uri(url),
+            subprotocols=[Subprotocol("tidings.v1")],
+            extensions=extensions,
+            max_size=2**24,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()  # before ``stream``
+        self.handler: Any = None  # (data, now) -> None, once streaming
+        self.parts: list[bytes] = []  # a fragmented message's frames so far
+
+    @classmethod
+    async def open(cls, url: str, compression: str | None) -> Wire:
+        """Connect and finish the handshake."""
+        from websockets.uri import parse_uri
+
+        uri = parse_uri(url)
+        loop = asyncio.get_running_loop()
+        _, wire = await loop.create_connection(lambda: cls(url, compression), uri.host, uri.port)
+        await asyncio.wait_for(asyncio.shield(wire.opened), 120)
+        return wire
+
+    @property
+    def extensions(self) -> str:
+        """The negotiated extensions' names."""
+        return ", ".join(type(e).__name__ for e in self.proto.extensions) or "none"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.proto.send_request(self.proto.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Opcode
+        from websockets.http11 import Response
+
+        now = time.time()
+        self.proto.receive_data(data)
+        for event in self.proto.events_received():
+            if isinstance(event, Response):
+                if self.proto.handshake_exc is not None:
+                    self._end(self.proto.handshake_exc)
+                elif not self.opened.done():
+                    self.opened.set_result(None)
+            elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                if not event.fin:
+                    self.parts.append(event.data)
+                    continue
+                message = event.data
+                if self.parts:
+                    message = b"".join([*self.parts, message])
+                    self.parts.clear()
+                if self.handler is None:
+                    self.inbox.put_nowait(message)
+                else:
+                    self.handler(message, now)
+            elif event.opcode == Opcode.CLOSE:
+                self._end(None)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+
+    def _end(self, exc: BaseException | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
+        if not self.ended.done():
+            self.ended.set_result(self.proto.close_code or 1006)
+        self.inbox.put_nowait(b"")  # wakes a ``message`` waiter
+
+    def _flush(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        for chunk in self.proto.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+
+    async def message(self) -> bytes:
+        """The next message (before ``stream``)."""
+        data = await asyncio.wait_for(self.inbox.get(), 120)
+        if not data:
+            raise ConnectionError(f"closed {self.proto.close_code or 1006}")
+        return data
+
+    def send(self, data: bytes) -> None:
+        """Send a text message."""
+        self.proto.send_text(data)
+        self._flush()
+
+    async def stream(self, handler: Any) -> int:
+        """Hand every message to ``handler(data, now)`` as it comes; the close code."""
+        while not self.inbox.empty():  # what came before (none: the server waits to be asked)
+            data = self.inbox.get_nowait()
+            if data:
+                handler(data, time.time())
+        self.handler = handler
+        return await self.ended
+
+    def close(self) -> None:
+        """Close (the server's close frame answered or not: this is the load generator)."""
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(Exception):
+                self.proto.send_close(1000)
+                self._flush()
+            self.transport.close()
+
+
 class WsClients:
     """``--count`` connections to one WebSocket URL, each subscribed (or idle).
 
@@ -339,99 +465,35 @@ class WsClients:
 
     async def follow(self, index: int, gate: asyncio.Semaphore) -> None:
         """Connect, wait for ``ready``, subscribe, then take batches until closed."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed
-
         conn = self.conns[index]
-        ws = None
+        wire: Wire | None = None
         try:
             async with gate:
-                ws = await connect(
-                    self.url,
-                    subprotocols=["tidings.v1"],  # type: ignore[list-item]
-                    compression=self.compression,
-                    open_timeout=120,
-                    ping_interval=None,  # the server pings (every 20 s); the clients answer
-                    close_timeout=2,
-                    max_size=2**24,
-                )
-                hello = json.loads(await ws.recv())
+                wire = await Wire.open(self.url, self.compression)
+                hello = json.loads(await wire.message())
                 if hello.get("type") != "ready":
                     raise RuntimeError(f"expected ready, got {hello}")
                 if self.ack != "none":
                     subscribe = {"type": "subscribe", "sub": "s", "from": "end", "ack": self.ack}
-                    await ws.send(json.dumps(subscribe))
-                    answer = json.loads(await ws.recv())
+                    wire.send(json.dumps(subscribe).encode())
+                    answer = json.loads(await wire.message())
                     if answer.get("type") != "subscribed":
                         raise RuntimeError(f"expected subscribed, got {answer}")
                     conn.start = conn.last = int(answer["position"])
                 if not self.extensions:
-                    self.extensions = (
-                        ", ".join(type(e).__name__ for e in ws.protocol.extensions) or "none"
-                    )
+                    self.extensions = wire.extensions
         except Exception as exc:
             self.failed.append(f"{type(exc).__name__}: {exc}"[:200])
             self._settle()
-            if ws is not None:
-                with contextlib.suppress(Exception):
-                    await ws.close()
+            if wire is not None:
+                wire.close()
             return
         conn.open = True
         self.ready += 1
         self._settle()
-        manual = self.ack == "manual"
-        decode = self.decode
-        counts = conn.counts
         try:
-            while True:
-                data = await ws.recv(decode=False)
-                now = time.time()
-                if not data.startswith(EVENTS_PREFIX):
-                    self._other(conn, data)
-                    continue
-                batch = decode(data)
-                events = batch.events
-                if events:  # a frame counts for the phase of its first event
-                    framing = self.framing.get(events[0].data.phase)
-                    if framing is None:
-                        framing = self.framing[events[0].data.phase] = [0, 0, 0]
-                    framing[0] += 1
-                    framing[1] += len(data)
-                    framing[2] += len(events)
-                if batch.batch != conn.batch + 1 and conn.batch:
-                    conn.misframed += 1
-                conn.batch = batch.batch
-                if not events or events[-1].position != batch.last_position:
-                    conn.misframed += 1
-                conn.got += len(events)
-                phase = -1
-                hist: Counter[int] = Counter()
-                for event in events:
-                    position = event.position
-                    if position != conn.last + 1:
-                        if position <= conn.last:
-                            conn.dups += 1
-                        else:
-                            conn.gaps += position - conn.last - 1
-                    if position > conn.last:
-                        conn.last = position
-                    payload = event.data
-                    if payload.phase != phase:
-                        phase = payload.phase
-                        hist = self._phase(phase, payload.sent)
-                    counts[phase] = counts.get(phase, 0) + 1
-                    sent = payload.sent
-                    hist[int((now - sent) * 10_000)] += 1
-                    if sent < self.first_sent[phase]:
-                        self.first_sent[phase] = sent
-                    self.last_recv[phase] = now
-                if phase >= 0:
-                    self.last_at[phase] = time.monotonic()
-                if manual:
-                    await ws.send(f'{{"type":"ack","sub":"s","batch":{batch.batch}}}')
-        except ConnectionClosed as exc:
+            code = await wire.stream(lambda data, now: self._take(wire, conn, data, now))
             if not self.stopping:
-                code = exc.rcvd.code if exc.rcvd is not None else 1006
                 conn.closed = conn.closed or f"closed {code}"
                 self.dropped.append(conn.closed)
         except Exception as exc:
@@ -440,8 +502,54 @@ class WsClients:
                 self.dropped.append(conn.closed)
         finally:
             conn.open = False
-            with contextlib.suppress(Exception):
-                await ws.close()
+            wire.close()
+
+    def _take(self, wire: Wire, conn: Conn, data: bytes, now: float) -> None:
+        """One message, handled as it is read (in the protocol's callback)."""
+        if not data.startswith(EVENTS_PREFIX):
+            self._other(conn, data)
+            return
+        batch = self.decode(data)
+        events = batch.events
+        if events:  # a frame counts for the phase of its first event
+            framing = self.framing.get(events[0].data.phase)
+            if framing is None:
+                framing = self.framing[events[0].data.phase] = [0, 0, 0]
+            framing[0] += 1
+            framing[1] += len(data)
+            framing[2] += len(events)
+        if batch.batch != conn.batch + 1 and conn.batch:
+            conn.misframed += 1
+        conn.batch = batch.batch
+        if not events or events[-1].position != batch.last_position:
+            conn.misframed += 1
+        conn.got += len(events)
+        counts = conn.counts
+        phase = -1
+        hist: Counter[int] = Counter()
+        for event in events:
+            position = event.position
+            if position != conn.last + 1:
+                if position <= conn.last:
+                    conn.dups += 1
+                else:
+                    conn.gaps += position - conn.last - 1
+            if position > conn.last:
+                conn.last = position
+            payload = event.data
+            if payload.phase != phase:
+                phase = payload.phase
+                hist = self._phase(phase, payload.sent)
+            counts[phase] = counts.get(phase, 0) + 1
+            sent = payload.sent
+            hist[int((now - sent) * 10_000)] += 1
+            if sent < self.first_sent[phase]:
+                self.first_sent[phase] = sent
+            self.last_recv[phase] = now
+        if phase >= 0:
+            self.last_at[phase] = time.monotonic()
+        if self.ack == "manual":
+            wire.send(b'{"type":"ack","sub":"s","batch":%d}' % batch.batch)
 
     def _phase(self, phase: int, sent: float) -> Counter[int]:
         hist = self.hist.get(phase)
@@ -749,7 +857,7 @@ async def raw_server() -> None:
     await site.start()
     http_port = runner.addresses[0][1]
     async with serve(
-        handler, "127.0.0.1", 0, backlog=4096, ping_interval=20, max_size=2**20
+        handler, "127.0.0.1", 0, backlog=4096, ping_interval=20, max_size=2**20, compression=None
     ) as ws_server:
         ws_port = next(iter(ws_server.sockets)).getsockname()[1]
         print(
@@ -1081,12 +1189,12 @@ def run_latency(args: argparse.Namespace, stores: Any) -> dict[str, Any]:
     sizes = args.sizes
     found: dict[str, Any] = {"series": {}, "errors": {}, "failures": []}
     print(
-        f"fan-out latency: {len(sizes.configs)} configurations x ack auto/manual, {args.runs} run(s) "
+        f"fan-out latency: {len(sizes.configs)} configurations x ack auto/manual, and the raw floor, {args.runs} run(s) "
         f"of {sizes.seconds:g} s after {sizes.warmup:g} s of warm-up, one event per append",
         flush=True,
     )
     for config in sizes.configs:
-        for ack in ("auto", "manual"):
+        for ack in LATENCY_SERIES:
             key = f"{config.clients} {config.rate:g} {ack}"
             series: dict[str, Any] = {
                 "clients": config.clients,
@@ -1097,11 +1205,15 @@ def run_latency(args: argparse.Namespace, stores: Any) -> dict[str, Any]:
             found["series"][key] = series
             try:
                 cap = max(10_000, config.clients + 100)
-                with (
-                    stores.fresh("sqlite") as url,
-                    tidings_server(url, ws__max_connections=cap) as server,
-                ):
-                    rig = Rig(args, server, config.clients, config.procs, ack)
+                with contextlib.ExitStack() as stack:
+                    if ack == "raw":  # the floor: the same clients, no store, no tidings
+                        server = stack.enter_context(raw_server_process())
+                    else:
+                        url = stack.enter_context(stores.fresh("sqlite"))
+                        server = stack.enter_context(tidings_server(url, ws__max_connections=cap))
+                    rig = Rig(
+                        args, server, config.clients, config.procs, "auto" if ack == "raw" else ack
+                    )
                     try:
                         series["connected"] = rig.fleet.connected
                         series["connect_seconds"] = rig.fleet.connect_seconds
@@ -1137,7 +1249,7 @@ def render_latency(found: dict[str, Any], args: argparse.Namespace) -> str:
         )
     ]  # fmt: skip
     for config in args.sizes.configs:
-        for ack in ("auto", "manual"):
+        for ack in LATENCY_SERIES:
             series = found["series"].get(f"{config.clients} {config.rate:g} {ack}")
             if not series or not series["runs"]:
                 continue
@@ -1169,8 +1281,10 @@ def render_latency(found: dict[str, Any], args: argparse.Namespace) -> str:
                     f"{check.get('dups_max', '-')}",
                     f"{dropped:,}",
                     f"{server_cpu:.0f} / {client_cpu:.0f}",
-                    f"p99 <= {config.goal_ms:g} ms, 0 missing/dup/dropped",
-                    "pass" if ok else "MISS",
+                    f"p99 <= {config.goal_ms:g} ms, 0 missing/dup/dropped"
+                    if ack != "raw"
+                    else "(floor)",
+                    ("pass" if ok else "MISS") if ack != "raw" else "",
                 )
             )
     text = [
@@ -1184,7 +1298,8 @@ def render_latency(found: dict[str, Any], args: argparse.Namespace) -> str:
         "first send); missing/dup per client: the most in one client, from its positions after the last run (every",
         "position from its subscribed one to the head, once each); dropped: clients cut off or refused; CPU: % of one",
         "core during the runs (the machine has "
-        f"{os.cpu_count()} CPUs shared by the server, the clients and the writer).",
+        f"{os.cpu_count()} CPUs shared by the server, the clients and the writer). raw: the same clients and",
+        "writer on a bare websockets server that broadcasts each POST at once, with no store: this machine's floor.",
     ]
     text += [f"ERROR ({k}): {v}" for k, v in found["errors"].items()]
     text += [f"FAILED: {f}" for f in found["failures"]]
