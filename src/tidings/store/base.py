@@ -32,6 +32,7 @@ from tidings.events import (
 )
 from tidings.store.features import feature
 from tidings.store.planner import Group
+from tidings.store.rooms import MemoryRoom, Room
 from tidings.store.wake import HeadFeed, HeadWatch
 
 if TYPE_CHECKING:  # annotations only: these layers sit above the store
@@ -251,6 +252,19 @@ class StoreFront(abc.ABC):
     async def head(self) -> int:
         """The last committed position, 0 when the store is empty."""
         raise NotImplementedError  # every backend defines it
+
+    def room(self, file: str) -> Room:
+        """The named queries of ``file`` (``tidings/sql/<dialect>/<file>``) on this store's
+        database, for features that keep tables beside the log (``tidings.store.rooms``).
+
+        This default serves stores without a database: an in-memory SQLite database of
+        the store's own, made on first use, with the SQLite queries.
+        """
+        self._check_open()
+        conn = getattr(self, "_room_db", None)
+        if conn is None:
+            conn = self._room_db = MemoryRoom.database()
+        return MemoryRoom(conn, file)
 
     # -- methods built in higher layers (see features.py) -----------------------------
 

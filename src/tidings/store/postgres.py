@@ -37,6 +37,7 @@ from tidings.store.planner import (
     plan_batch,
     streams_of,
 )
+from tidings.store.rooms import PostgresRoom, Room
 from tidings.store.rows import postgres_events, time_from_ms
 
 log = logging.getLogger("tidings.store.postgres")
@@ -393,6 +394,11 @@ class PostgresStore(StoreFront):
         return AuditRecord(id_, user, decode_json(extra), created, arrived)
 
     # -- lifecycle --------------------------------------------------------------------
+
+    def room(self, file: str) -> Room:
+        """The named queries of ``file`` on this store's database (``tidings.store.rooms``)."""
+        self._check_open()
+        return PostgresRoom(self, file)
 
     async def close(self) -> None:
         """Let queued appends finish, stop the writers and close the pool."""

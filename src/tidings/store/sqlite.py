@@ -33,6 +33,7 @@ from tidings.store.base import (
 )
 from tidings.store.batching import Outcome, Pending, settle
 from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
+from tidings.store.rooms import Room, SQLiteRoom
 from tidings.store.rows import sqlite_events, time_from_ms
 from tidings.store.sqlite_side import (
     Job,
@@ -408,6 +409,11 @@ class SQLiteStore(StoreFront):
 
     def _identity(self) -> str:
         return "sqlite://" + os.path.realpath(self.path)
+
+    def room(self, file: str) -> Room:
+        """The named queries of ``file`` on this store's database (``tidings.store.rooms``)."""
+        self._check_open()
+        return SQLiteRoom(self, file)
 
     async def close(self) -> None:
         """Let the writer finish every queued append, then close the file."""

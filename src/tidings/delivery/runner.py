@@ -1,0 +1,227 @@
+"""One stream's delivery loop: batches from the checkpoint, one in flight, retried until
+delivered, blocked or parked; the checkpoint moves only past what was delivered (or
+parked, under ``skip``).
+
+Every write names the runner's node and the stream's generation, so a runner whose
+stream was changed, stopped or taken over writes nothing more: its write changes no
+row and it stops (``Lost``). Before a batch is sent its number and last position are
+stored, so a runner that takes over after a crash sends that very batch again, with
+the same number and id, before any new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from tidings.delivery.definitions import Definition, Effective, effective, parse
+from tidings.delivery.records import Row
+from tidings.delivery.webhook import RESPONSE_KEPT, Batch, Outcome
+from tidings.events import Filter, RecordedEvent
+from tidings.store.rooms import Step
+from tidings.subscriptions.feed import LogFeed
+
+if TYPE_CHECKING:
+    from tidings.delivery.streams import EventStreams
+
+log = logging.getLogger("tidings.delivery")
+
+IDLE_CHECK = 2.0
+"""Seconds without a batch after which a filtered-out stretch moves the checkpoint."""
+
+Deliver = Callable[[Batch], Awaitable[Outcome]]
+"""Sends one batch once (a webhook post, a consumer's ack) and says how it went."""
+
+
+class Lost(Exception):
+    """The stream changed under the runner (stopped, reset, redefined, taken over)."""
+
+
+class Stopping(Exception):
+    """The node asked the runner to stop while a batch waits for its next attempt."""
+
+
+def batch_id(stream_id: str, number: int) -> str:
+    """The id of a stream's batch ``number``: the same on every attempt and every node."""
+    return str(uuid.uuid5(uuid.UUID(stream_id), str(number)))
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Runner:
+    """Delivers one stream, as ``owner``, at the generation of ``row``."""
+
+    def __init__(self, streams: EventStreams, row: Row, owner: str, deliver: Deliver) -> None:
+        self.streams = streams
+        self.row = row
+        self.owner = owner
+        self.generation = row.generation
+        self.deliver = deliver
+        self.definition: Definition = parse(row.definition)
+        self.settings: Effective = effective(self.definition, streams.defaults)
+        self.filter: Filter = self.definition.filter.to_filter()
+        self.checkpoint = row.checkpoint
+        self.failing_since_ms = row.failing_since_ms
+        self._room = streams.room
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop after the attempt in progress (a batch waiting to be retried stays in
+        flight: whoever runs the stream next sends it again, with the same id)."""
+        self._stopping.set()
+
+    def _key(self) -> tuple[str, str, int]:
+        return (self.row.id, self.owner, self.generation)
+
+    async def _write(self, query: str, *args: object) -> None:
+        """A write that must land as this runner; ``Lost`` when it does not."""
+        if not await self._room.run(query, *self._key(), *args):
+            raise Lost(query)
+
+    async def run(self) -> None:
+        """Deliver until stopped (cancelled), changed under it (``Lost``) or halted."""
+        store = self.streams.store
+        size = self.settings.batch_size
+        number = self.row.batch_number
+        start = self.checkpoint
+        pending: list[RecordedEvent] | None = None
+        inflight = self.row.inflight_last
+        if inflight is not None and inflight > self.checkpoint:
+            pending = [
+                e async for e in store.read_all(self.checkpoint, self.filter, limit=size)
+                if e.position <= inflight
+            ]  # fmt: skip
+            start = inflight
+            if not pending:  # nothing matches any more (a redefined filter): move on
+                pending = None
+                start = self.checkpoint
+        name = f"eventstream {self.row.name}"
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            async with LogFeed(store, start, self.filter, max(size, 100), name) as feed:
+                await self._loop(feed, pending, number, stopping)
+        except Stopping:
+            return
+        finally:
+            stopping.cancel()
+
+    async def _loop(
+        self,
+        feed: LogFeed,
+        pending: list[RecordedEvent] | None,
+        number: int,
+        stopping: asyncio.Future[Any],
+    ) -> None:
+        size = self.settings.batch_size
+        while not self._stopping.is_set():
+            if pending is None:
+                if not await feed.wait((stopping,), IDLE_CHECK):
+                    if not self._stopping.is_set():
+                        await self._idle(feed)
+                    continue
+                pending = await feed.batch(size, self.settings.batch_timeout)
+                number += 1
+                await self._write("hand_out", number, pending[-1].position)
+            if await self._send(pending, number):
+                self.checkpoint = pending[-1].position
+                pending = None
+            else:
+                return  # halted
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before the next attempt; ``Stopping`` if the node stops meanwhile."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return
+        raise Stopping
+
+    async def _idle(self, feed: LogFeed) -> None:
+        """Caught up: move the checkpoint over a stretch the filter left out, up to the
+        head, when nothing the stream delivers lies in it."""
+        store = self.streams.store
+        head = await store.head()
+        if head <= self.checkpoint or feed.buffered:
+            return
+        first = [e async for e in store.read_all(self.checkpoint, self.filter, limit=1)]
+        if first and first[0].position <= head:
+            return  # the feed brings it
+        if await self._room.run("skip_to", *self._key(), head):
+            self.checkpoint = head
+
+    async def _send(self, events: list[RecordedEvent], number: int) -> bool:
+        """Deliver one batch until it lands (True), is parked (True) or the stream is
+        halted (False)."""
+        settings = self.settings
+        batch = Batch(self.row.name, batch_id(self.row.id, number), number, events)
+        delay = self.streams.defaults.retry_first
+        first_failure: float | None = None
+        while True:
+            outcome = await self.deliver(batch)
+            await self._record(batch, outcome)
+            now_ms = _now_ms()
+            if outcome.delivered:
+                await self._write("delivered", events[-1].position, len(events), now_ms)
+                self.failing_since_ms = None
+                return True
+            if outcome.outcome == "gone":
+                await self._halt(f"the receiver answered {outcome.status_code} Gone")
+                return False
+            if self.failing_since_ms is None:
+                self.failing_since_ms = now_ms
+            if now_ms - self.failing_since_ms >= settings.disable_after * 1000:
+                await self._halt(
+                    f"failing without a break for {settings.disable_after:g} s: {outcome.error}"
+                )
+                return False
+            loop_now = time.monotonic()
+            first_failure = loop_now if first_failure is None else first_failure
+            if loop_now - first_failure >= settings.retry_timeout:
+                if settings.error_handling == "skip":
+                    await self._park(batch, outcome)
+                    return True
+                await self._write("failing", "blocked", outcome.error, now_ms)
+                await self._pause(settings.blocked_retry_delay)
+                continue
+            await self._write("failing", "retrying", outcome.error, now_ms)
+            wait = random.uniform(delay / 2, delay)
+            if outcome.retry_after is not None:
+                wait = max(wait, min(outcome.retry_after, settings.retry_timeout))
+            delay = min(delay * 2, self.streams.defaults.retry_max)
+            await self._pause(wait)
+
+    async def _record(self, batch: Batch, outcome: Outcome, consumer: str | None = None) -> None:
+        events = batch.events
+        values = (
+            self.row.id, _now_ms(), batch.batch_id, batch.batch_number,
+            events[0].position, events[-1].position, len(events), outcome.outcome,
+            outcome.status_code, outcome.duration_ms, outcome.error,
+            (outcome.response or "")[:RESPONSE_KEPT] or None, consumer, False,
+        )  # fmt: skip
+        await self._room.steps(Step("attempt", values), Step("count_attempt", (self.row.id,)))
+
+    async def _park(self, batch: Batch, outcome: Outcome) -> None:
+        now_ms = _now_ms()
+        reason = f"undelivered for {self.settings.retry_timeout:g} s: {outcome.error}"
+        parked = [
+            Step("park", (self.row.id, e.position, batch.batch_id, reason, now_ms))
+            for e in batch.events
+        ]
+        last = batch.events[-1].position
+        done = await self._room.steps(
+            *parked, Step("passed", (*self._key(), last, now_ms), must_change=True)
+        )
+        if done is None:
+            raise Lost("passed")
+        log.warning("event stream %s parked %d events: %s", self.row.name, len(parked), reason)
+
+    async def _halt(self, reason: str) -> None:
+        await self._write("halt", reason, _now_ms())
+        log.warning("event stream %s stopped: %s", self.row.name, reason)
