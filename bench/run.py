@@ -18,7 +18,8 @@ times ``--runs`` reads of it. The results are printed as a table and written as 
 Then, unless ``--no-extras``, it runs ``subscriptions.py`` (catch-up and live delay), ``notify_throughput.py`` (each notifier beside its
 raw client library), ``live_latency.py`` (writer-to-live-reader latency across
 processes), ``http.py`` (the server: HTTP appends, SSE fan-out, remote reads) and
-``ws.py`` (the WebSocket gateway: fan-out latency, saturation, memory per connection) with
+``ws.py`` (the WebSocket gateway: fan-out latency, saturation, memory per connection) and
+``eventstreams.py`` (managed event streams delivering to webhooks) with
 the same ``--runs``/``--quick``, each printing its own table and writing its JSON next
 to ``latest.json``.
 """
@@ -67,6 +68,7 @@ EXTRAS = (
     "subscriptions.py",
     "http.py",
     "ws.py",
+    "eventstreams.py",
 )  # run after the tables, each alone
 EXTRAS_TIMEOUT = 1800.0
 
@@ -106,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-extras",
         action="store_true",
-        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway)",
+        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway, event streams)",
     )
     args = parser.parse_args(argv)
     if args.runs < 1:
