@@ -399,3 +399,29 @@ async def test_a_webhook_on_a_refused_address_is_never_contacted(
         assert attempt.outcome == "failed" and attempt.error is not None
         assert "loopback" in attempt.error
         assert receiver.requests == []
+
+
+async def test_a_redefinition_with_a_batch_in_flight_skips_nothing(
+    store: tidings.EventStore,
+) -> None:
+    await fill(store, 30)
+    async with receiving() as receiver:
+        receiver.answer(*[Answer(500)] * 1000)
+        defaults = msgspec.structs.replace(FAST, batch_size=20, retry_timeout=30.0)
+        streams, dispatcher, _ = await running(store, receiver, defaults)
+        try:
+
+            async def failing() -> bool:
+                return len(receiver.requests) >= 2
+
+            await until(failing)
+            await streams.update("orders", {"batch_size": 5})
+            receiver.script.clear()
+
+            async def all_arrived() -> bool:
+                return set(receiver.positions()) == set(range(1, 31))
+
+            await until(all_arrived)
+            assert receiver.positions() == sorted(receiver.positions())
+        finally:
+            await dispatcher.close()

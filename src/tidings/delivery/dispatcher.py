@@ -105,8 +105,11 @@ class Dispatcher:
             except Exception:  # a database hiccup: the next round tries again
                 log.exception("event-stream round failed")
             self._poked.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # that arrives as the wait ends, and close() would wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self.lease_ttl / 3)
+                async with asyncio.timeout(self.lease_ttl / 3):
+                    await self._poked.wait()
 
     async def round(self) -> None:
         """One round: deletes, renewals, claims."""

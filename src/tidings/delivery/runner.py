@@ -98,10 +98,10 @@ class Runner:
                 e async for e in store.read_all(self.checkpoint, self.filter, limit=size)
                 if e.position <= inflight
             ]  # fmt: skip
-            start = inflight
-            if not pending:  # nothing matches any more (a redefined filter): move on
-                pending = None
-                start = self.checkpoint
+            # The feed goes on after what is resent, not after the old batch's end: a
+            # redefinition (a smaller batch_size, a wider filter) may resend less of it.
+            start = pending[-1].position if pending else self.checkpoint
+            pending = pending or None
         name = f"eventstream {self.row.name}"
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -138,7 +138,8 @@ class Runner:
     async def _pause(self, seconds: float) -> None:
         """Sleep before the next attempt; ``Stopping`` if the node stops meanwhile."""
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
         except TimeoutError:
             return
         raise Stopping

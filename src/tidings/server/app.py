@@ -17,7 +17,16 @@ from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.metrics import ServerMetrics
 from tidings.server.node import Node
-from tidings.server.routes import gateway, health, live, store, subscriptions, views, ws
+from tidings.server.routes import (
+    eventstreams,
+    gateway,
+    health,
+    live,
+    store,
+    subscriptions,
+    views,
+    ws,
+)
 from tidings.server.settings import Settings
 from tidings.store import EventStore
 
@@ -90,6 +99,7 @@ def create_app(
     for router in (
         *routers,
         subscriptions.router,
+        eventstreams.router,
         ws.router,
         gateway.router,
     ):  # live first: its paths end in /live

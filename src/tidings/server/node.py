@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
+from tidings.delivery.dispatcher import Dispatcher
+from tidings.delivery.streams import EventStreams
 from tidings.server.declared import open_views
+from tidings.server.eventstreams import open_eventstreams, start_dispatcher
 from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.settings import Settings
@@ -39,6 +42,8 @@ class Node:
     ws_limiter: RateLimiter | None = None
     _ws_idle: asyncio.Event = field(default_factory=asyncio.Event)
     gateway: Gateway = field(init=False)
+    eventstreams: EventStreams | None = field(init=False, default=None)
+    dispatcher: Dispatcher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         from tidings.server.ws.gateway import Gateway
@@ -50,10 +55,19 @@ class Node:
             self.ws_limiter = RateLimiter(rate, max(1, int(rate)))
 
     async def start_views(self) -> None:
-        """Open and start folding the configured views."""
+        """Open and start folding the configured views; start running event streams."""
         self.views = open_views(self.store, self.settings.views)
         for view in self.views.values():
             await view.start()
+        self.dispatcher = await start_dispatcher(
+            self.streams(), self.settings.eventstreams, self.id
+        )
+
+    def streams(self) -> EventStreams | None:
+        """The event-stream API on the node's store (None for a remote store)."""
+        if self.eventstreams is None:
+            self.eventstreams = open_eventstreams(self.store, self.settings.eventstreams)
+        return self.eventstreams
 
     def begin_stop(self) -> None:
         """Tell live streams to end (each sends a last ``retry:`` and closes) and
@@ -87,6 +101,8 @@ class Node:
         await self.ws_closed(min(2.0, self.settings.shutdown_timeout))
         await self.live.close()
         await self.gateway.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         for view in self.views.values():
             await view.close()
         if self.owned:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
@@ -65,6 +65,65 @@ class WsSettings(BaseModel):
     compression: bool = Field(
         default=False,
         description="permessage-deflate (costs ~37 KiB per connection and CPU per frame)",
+    )
+
+
+class TlsSettings(BaseModel):
+    """A named TLS setting webhooks may use (``[eventstreams.tls.NAME]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: str | None = Field(default=None, description="CA bundle to trust")
+    cert_file: str | None = Field(default=None, description="client certificate to present")
+    key_file: str | None = Field(default=None, description="the client certificate's key")
+    verify: bool = Field(default=True, description="verify the receiver's certificate")
+
+
+class EventStreamSettings(BaseModel):
+    """Managed event streams (``[eventstreams]``, ``TIDINGS_EVENTSTREAMS__*``): the
+    defaults of what a stream's definition leaves unset (not stored with it: a changed
+    default reaches every stream that did not set its own) and the runtime's bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="run started event streams on this node")
+    batch_size: int = Field(default=50, ge=1, le=10_000, description="events per batch")
+    batch_timeout: float = Field(
+        default=0.5, ge=0, description="seconds a short batch waits for more events"
+    )
+    retry_timeout: float = Field(
+        default=300.0, gt=0, description="seconds a batch is retried before block or skip"
+    )
+    blocked_retry_delay: float = Field(
+        default=60.0, gt=0, description="seconds between attempts of a blocked stream"
+    )
+    error_handling: Literal["block", "skip"] = Field(
+        default="block", description="after retry_timeout: block, or skip (park the batch)"
+    )
+    disable_after: float = Field(
+        default=5 * 86400.0, gt=0, description="seconds failing without a break: then stop"
+    )
+    webhook_timeout: float = Field(default=30.0, gt=0, description="seconds per webhook post")
+    ack_timeout: float = Field(
+        default=120.0, gt=0, description="seconds a WebSocket consumer has to ack a batch"
+    )
+    allow_private: bool = Field(
+        default=False, description="let webhooks reach private addresses (SSRF guard off)"
+    )
+    allow: list[str] = Field(
+        default_factory=list, description="networks webhooks may reach though the guard refuses"
+    )
+    lease_ttl: float = Field(
+        default=30.0, ge=0.5, description="seconds before another node takes a stream over"
+    )
+    attempt_retention: float = Field(
+        default=7 * 86400.0, gt=0, description="seconds delivery attempts are kept"
+    )
+    secret_overlap: float = Field(
+        default=24 * 3600.0, ge=0, description="seconds a rotated-out secret keeps signing"
+    )
+    tls: dict[str, TlsSettings] = Field(
+        default_factory=dict, description="named TLS settings webhooks may refer to"
     )
 
 
@@ -136,6 +195,9 @@ class Settings(BaseSettings):
         default_factory=list, description="origins allowed by CORS and for WebSockets"
     )
     ws: WsSettings = Field(default_factory=WsSettings, description="the WebSocket gateway")
+    eventstreams: EventStreamSettings = Field(
+        default_factory=EventStreamSettings, description="managed event streams"
+    )
 
     _toml_file: ClassVar[Path | None] = None
 
