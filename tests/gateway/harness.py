@@ -19,9 +19,19 @@ import websockets
 from tests.served import Served, start_server
 
 log = logging.getLogger(__name__)
-__all__ = ["EVENTS", "Follower", "Server", "free_port", "log_positions", "signal", "write_all"]
+__all__ = [
+    "EVENTS",
+    "Follower",
+    "Server",
+    "Tally",
+    "free_port",
+    "log_positions",
+    "signal",
+    "write_all",
+]
 
 EVENTS = 10_000
+QUIET = 0.3  # how long a follower that has everything watches for anything more
 
 
 def free_port() -> int:
@@ -68,6 +78,25 @@ class Server:
         return self.process.process.pid
 
 
+class Tally:
+    """How many events the writers sharing it have stored so far, to time faults by:
+    ``await tally.reached(n)`` returns once ``n`` are stored (a TimeoutError after
+    60 s: a writer that died or stalled fails the test, it does not hang it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._grew = asyncio.Condition()
+
+    async def add(self, n: int) -> None:
+        async with self._grew:
+            self.count += n
+            self._grew.notify_all()
+
+    async def reached(self, n: int) -> None:
+        async with asyncio.timeout(60), self._grew:
+            await self._grew.wait_for(lambda: self.count >= n)
+
+
 async def write_all(
     servers: Server | list[Server],
     tag: str,
@@ -75,10 +104,11 @@ async def write_all(
     done: asyncio.Event | None = None,
     count: int = EVENTS,
     first: int = 0,
+    tally: Tally | None = None,
 ) -> None:
     """Append ``count`` events with ids (retried until stored: idempotent) to streams of
     categories ``a<tag>`` and ``b<tag>``, in batches of random sizes, through any of
-    ``servers`` (the next one when one is down)."""
+    ``servers`` (the next one when one is down); each stored batch counts in ``tally``."""
     nodes = servers if isinstance(servers, list) else [servers]
     n = first
     turn = 0
@@ -104,6 +134,8 @@ async def write_all(
                 turn += 1  # that node is down or restarting: the next one
                 await asyncio.sleep(0.05)
             n += size
+            if tally is not None:
+                await tally.add(size)
             await asyncio.sleep(rng.random() * 0.004)
     if done is not None:
         done.set()
@@ -148,9 +180,26 @@ class Follower:
         self.cuts = 0
         self.closings: list[dict[str, Any]] = []
 
-    async def session(self, cut_after: int | None) -> None:
+    def complete(self, target: asyncio.Future[int]) -> bool:
+        """Whether it has got as many events as ``target`` (once known) says."""
+        return target.done() and len(self.positions) >= target.result()
+
+    async def receive(self, ws: websockets.ClientConnection, target: asyncio.Future[int]) -> Any:
+        """The next message; None once the follower is complete and nothing more came
+        for ``QUIET`` s (anything that does come is handled: a duplicate or a stray event
+        fails the test). 30 s of silence before that is a TimeoutError."""
+        for _ in range(round(30 / QUIET)):
+            complete = self.complete(target)  # before the wait: a whole QUIET after it
+            try:
+                return json.loads(await asyncio.wait_for(ws.recv(), QUIET))
+            except TimeoutError:
+                if complete:
+                    return None
+        raise TimeoutError
+
+    async def session(self, cut_after: int | None, target: asyncio.Future[int]) -> None:
         """One connection: until it is cut (by us after ``cut_after`` batches, or by the
-        server), handling each batch whole."""
+        server) or the follower is complete, handling each batch whole."""
         self.turn += 1
         server = self.servers[self.turn % len(self.servers)]  # any node will do
         async with websockets.connect(
@@ -169,7 +218,9 @@ class Follower:
             )
             batches = 0
             while True:
-                message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                message = await self.receive(ws, target)
+                if message is None:
+                    return  # complete, and nothing more came
                 if message["type"] == "closing":
                     self.closings.append({**message, "handled": self.handled})
                     continue
@@ -196,7 +247,7 @@ class Follower:
             cut = self.rng.random() < self.cut_chance
             cut_after = self.rng.randint(1, 40) if cut else None
             try:
-                await self.session(cut_after)
+                await self.session(cut_after, target)
             except (
                 OSError,
                 websockets.ConnectionClosed,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.gateway.harness import Follower, Server, log_positions, write_all
+from tests.gateway.harness import EVENTS, Follower, Server, Tally, log_positions, write_all
 
 log = logging.getLogger(__name__)
 pytestmark = pytest.mark.slow
@@ -37,12 +37,20 @@ async def test_cut_and_resumed_subscriptions_get_every_event_once_in_order(
     written = asyncio.Event()
     followers = [Follower(server, f"a{tag}", random.Random(rng.random())) for _ in range(3)]
     target: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    tally = Tally()
     try:
-        writer = asyncio.create_task(write_all(server, tag, random.Random(rng.random()), written))
+        writer = asyncio.create_task(
+            write_all(server, tag, random.Random(rng.random()), written, tally=tally)
+        )
         follows = [asyncio.create_task(f.run(target)) for f in followers]
-        for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGKILL):  # the server's own cuts
-            await asyncio.sleep(0.5 + rng.random())
-            log.info("stopping with %s", sig)
+        # The server's own cuts, each at a random point of its third of the writing, so
+        # that every one comes mid-stream: requests and batches in flight.
+        for k, sig in enumerate((signal.SIGKILL, signal.SIGTERM, signal.SIGKILL)):
+            await tally.reached(round(EVENTS * (k + 0.2 + 0.6 * rng.random()) / 3))
+            handled = [f.handled for f in followers]
+            log.info(
+                "stopping with %s: %d events written, followers at %s", sig, tally.count, handled
+            )
             await asyncio.to_thread(server.stop, sig)
             log.info("stopped")
             await asyncio.sleep(rng.random() * 0.5)
