@@ -12,6 +12,7 @@ the same number and id, before any new one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -48,7 +49,12 @@ class Stopping(Exception):
 
 def batch_id(stream_id: str, number: int) -> str:
     """The id of a stream's batch ``number``: the same on every attempt and every node."""
-    return str(uuid.uuid5(uuid.UUID(stream_id), str(number)))
+    return str(uuid.uuid5(_namespace(stream_id), str(number)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _namespace(stream_id: str) -> uuid.UUID:
+    return uuid.UUID(stream_id)
 
 
 def _now_ms() -> int:
@@ -71,6 +77,7 @@ class Runner:
         self.failing_since_ms = row.failing_since_ms
         self._room = streams.room
         self._stopping = asyncio.Event()
+        self._writing: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Stop after the attempt in progress (a batch waiting to be retried stays in
@@ -82,8 +89,20 @@ class Runner:
 
     async def _write(self, query: str, *args: object) -> None:
         """A write that must land as this runner; ``Lost`` when it does not."""
+        await self._settle()
         if not await self._room.run(query, *self._key(), *args):
             raise Lost(query)
+
+    async def _settle(self) -> None:
+        """Wait for the landing write in flight, if any (``Lost`` if it found the stream
+        changed). Writes land one at a time, in batch order."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def _land(self, args: tuple[object, ...]) -> None:
+        if not await self._room.run("landed", *args):
+            raise Lost("landed")
 
     async def run(self) -> None:
         """Deliver until stopped (cancelled), changed under it (``Lost``) or halted."""
@@ -107,10 +126,13 @@ class Runner:
         try:
             async with LogFeed(store, start, self.filter, max(size, 100), name) as feed:
                 await self._loop(feed, pending, number, stopping)
+                await self._settle()
         except Stopping:
-            return
+            await self._settle()
         finally:
             stopping.cancel()
+            if self._writing is not None:  # cancelled: the write may or may not land
+                self._writing.cancel()
 
     async def _loop(
         self,
@@ -129,11 +151,11 @@ class Runner:
                 pending = await feed.batch(size, self.settings.batch_timeout)
                 number += 1
                 await self._write("hand_out", number, pending[-1].position)
-            if await self._send(pending, number):
-                self.checkpoint = pending[-1].position
-                pending = None
-            else:
+            landed, pending = await self._send(pending, number, feed)
+            if not landed:
                 return  # halted
+            if pending is not None:
+                number += 1  # handed out with the checkpoint move
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before the next attempt; ``Stopping`` if the node stops meanwhile."""
@@ -154,40 +176,63 @@ class Runner:
         first = [e async for e in store.read_all(self.checkpoint, self.filter, limit=1)]
         if first and first[0].position <= head:
             return  # the feed brings it
+        await self._settle()
         if await self._room.run("skip_to", *self._key(), head):
             self.checkpoint = head
 
-    async def _send(self, events: list[RecordedEvent], number: int) -> bool:
-        """Deliver one batch until it lands (True), is parked (True) or the stream is
-        halted (False)."""
+    async def _send(
+        self, events: list[RecordedEvent], number: int, feed: LogFeed
+    ) -> tuple[bool, list[RecordedEvent] | None]:
+        """Deliver one batch until it lands or is parked (True) or the stream is halted
+        (False); with it, the next batch when a full one is ready at once.
+
+        A landed batch costs one transaction: the attempt, the checkpoint move and,
+        when the next batch is full already, that batch's hand-out.
+        """
         settings = self.settings
         batch = Batch(self.row.name, batch_id(self.row.id, number), number, events)
         delay = self.streams.defaults.retry_first
         first_failure: float | None = None
         while True:
             outcome = await self.deliver(batch)
-            await self._record(batch, outcome)
             now_ms = _now_ms()
             if outcome.delivered:
-                await self._write("delivered", events[-1].position, len(events), now_ms)
+                following = None if self._stopping.is_set() else feed.ready(settings.batch_size)
+                await self._settle()
+                self.checkpoint = events[-1].position
                 self.failing_since_ms = None
-                return True
+                handed = (None, None) if following is None else (number + 1, following[-1].position)
+                landed = self._land(
+                    (*self._key(), events[-1].position, len(events), now_ms, *handed,
+                     batch.batch_id, number, events[0].position,
+                     *self._outcome(outcome), None),
+                )  # fmt: skip
+                if following is None:
+                    await landed
+                    return True, None
+                # The next batch is full, so whoever takes over forms it again as it is
+                # (the first batch_size events after this one): its hand-out need not be
+                # stored before it is sent. This write runs while it is posted.
+                self._writing = asyncio.get_running_loop().create_task(landed)
+                return True, following
+            await self._settle()
+            await self._room.run("attempt", *self._attempt(batch, outcome, now_ms))
             if outcome.outcome == "gone":
                 await self._halt(f"the receiver answered {outcome.status_code} Gone")
-                return False
+                return False, None
             if self.failing_since_ms is None:
                 self.failing_since_ms = now_ms
             if now_ms - self.failing_since_ms >= settings.disable_after * 1000:
                 await self._halt(
                     f"failing without a break for {settings.disable_after:g} s: {outcome.error}"
                 )
-                return False
+                return False, None
             loop_now = time.monotonic()
             first_failure = loop_now if first_failure is None else first_failure
             if loop_now - first_failure >= settings.retry_timeout:
                 if settings.error_handling == "skip":
                     await self._park(batch, outcome)
-                    return True
+                    return True, None
                 await self._write("failing", "blocked", outcome.error, now_ms)
                 await self._pause(settings.blocked_retry_delay)
                 continue
@@ -198,15 +243,20 @@ class Runner:
             delay = min(delay * 2, self.streams.defaults.retry_max)
             await self._pause(wait)
 
-    async def _record(self, batch: Batch, outcome: Outcome, consumer: str | None = None) -> None:
+    @staticmethod
+    def _outcome(outcome: Outcome) -> tuple[object, ...]:
+        response = (outcome.response or "")[:RESPONSE_KEPT] or None
+        return (outcome.outcome, outcome.status_code, outcome.duration_ms, outcome.error, response)
+
+    def _attempt(
+        self, batch: Batch, outcome: Outcome, at_ms: int, consumer: str | None = None
+    ) -> tuple[object, ...]:
+        """The arguments of the ``attempt`` query for one attempt."""
         events = batch.events
-        values = (
-            self.row.id, _now_ms(), batch.batch_id, batch.batch_number,
-            events[0].position, events[-1].position, len(events), outcome.outcome,
-            outcome.status_code, outcome.duration_ms, outcome.error,
-            (outcome.response or "")[:RESPONSE_KEPT] or None, consumer, False,
+        return (
+            self.row.id, at_ms, batch.batch_id, batch.batch_number, events[0].position,
+            events[-1].position, len(events), *self._outcome(outcome), consumer, False,
         )  # fmt: skip
-        await self._room.steps(Step("attempt", values), Step("count_attempt", (self.row.id,)))
 
     async def _park(self, batch: Batch, outcome: Outcome) -> None:
         now_ms = _now_ms()
@@ -216,6 +266,7 @@ class Runner:
             for e in batch.events
         ]
         last = batch.events[-1].position
+        await self._settle()
         done = await self._room.steps(
             *parked, Step("passed", (*self._key(), last, now_ms), must_change=True)
         )

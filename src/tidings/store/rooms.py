@@ -3,9 +3,11 @@
 A feature that keeps state in the store's database (event-stream definitions, their
 attempts and parked events) is written once against ``Room`` and never asks which
 backend it runs on. Each dialect has the feature's queries in its own ``.sql`` file,
-under the same names and with numbered parameters (``$1`` in PostgreSQL, ``?1`` in
-SQLite), so one call site serves both. ``store.room("eventstreams.sql")`` hands the
-room out:
+under the same names and with numbered parameters (``$1`` in PostgreSQL, ``:1`` in
+SQLite, where a statement may use any of them), so one call site serves both. A SQLite
+query may be several statements where PostgreSQL has one with a data-modifying ``WITH``:
+they run in order, and the last one's rows and count are the query's.
+``store.room("eventstreams.sql")`` hands the room out:
 
 - PostgreSQL: statements on the store's pool, ``steps`` in one transaction;
 - SQLite: reads on the store's read connection, writes through its side writes
@@ -55,10 +57,26 @@ class _Rollback(Exception):
     """A ``must_change`` step changed nothing."""
 
 
-def _sqlite_steps(conn: sqlite3.Connection, q: dict[str, str], steps: Sequence[Step]) -> list[int]:
+def _sqlite_queries(file: str) -> dict[str, list[str]]:
+    return {name: split_statements(sql) for name, sql in load_queries("sqlite", None, file).items()}
+
+
+def _sqlite_run(conn: sqlite3.Connection, statements: list[str], args: tuple[Any, ...]) -> Any:
+    """Run a query's statements in order, binding ``:1``, ``:2``... to ``args``; the
+    cursor of the last one."""
+    named = {str(n): value for n, value in enumerate(args, 1)}
+    cursor: Any = None
+    for statement in statements:
+        cursor = conn.execute(statement, named)
+    return cursor
+
+
+def _sqlite_steps(
+    conn: sqlite3.Connection, q: dict[str, list[str]], steps: Sequence[Step]
+) -> list[int]:
     counts = []
     for step in steps:
-        count = conn.execute(q[step.query], step.args).rowcount
+        count = _sqlite_run(conn, q[step.query], step.args).rowcount
         if step.must_change and count < 1:
             raise _Rollback
         counts.append(max(count, 0))
@@ -71,16 +89,18 @@ class SQLiteRoom:
     def __init__(self, store: Any, file: str) -> None:
         self._side = store.side
         self._read = store.read
-        self._q = load_queries("sqlite", None, file)
+        self._q = _sqlite_queries(file)
 
     async def rows(self, query: str, *args: Any) -> list[tuple[Any, ...]]:  # noqa: D102
-        sql = self._q[query]
-        found: list[tuple[Any, ...]] = await self._read(lambda c: c.execute(sql, args).fetchall())
+        statements = self._q[query]
+        found: list[tuple[Any, ...]] = await self._read(
+            lambda c: _sqlite_run(c, statements, args).fetchall()
+        )
         return found
 
     async def run(self, query: str, *args: Any) -> int:  # noqa: D102
-        sql = self._q[query]
-        count: int = await self._side.write(lambda c: c.execute(sql, args).rowcount)
+        statements = self._q[query]
+        count: int = await self._side.write(lambda c: _sqlite_run(c, statements, args).rowcount)
         return max(count, 0)
 
     async def steps(self, *steps: Step) -> list[int] | None:  # noqa: D102
@@ -96,7 +116,7 @@ class MemoryRoom:
 
     def __init__(self, conn: sqlite3.Connection, file: str) -> None:
         self._conn = conn
-        self._q = load_queries("sqlite", None, file)
+        self._q = _sqlite_queries(file)
 
     @staticmethod
     def database() -> sqlite3.Connection:
@@ -108,23 +128,34 @@ class MemoryRoom:
         return conn
 
     async def rows(self, query: str, *args: Any) -> list[tuple[Any, ...]]:  # noqa: D102
-        return self._conn.execute(self._q[query], args).fetchall()
+        found: list[tuple[Any, ...]] = _sqlite_run(self._conn, self._q[query], args).fetchall()
+        return found
 
     async def run(self, query: str, *args: Any) -> int:  # noqa: D102
-        return max(self._conn.execute(self._q[query], args).rowcount, 0)
+        statements = self._q[query]
+        count: int = await self._in_transaction(
+            lambda: _sqlite_run(self._conn, statements, args).rowcount
+        )
+        return count
 
     async def steps(self, *steps: Step) -> list[int] | None:  # noqa: D102
+        try:
+            counts: list[int] = await self._in_transaction(
+                lambda: _sqlite_steps(self._conn, self._q, steps)
+            )
+        except _Rollback:
+            return None
+        return counts
+
+    async def _in_transaction(self, fn: Any) -> Any:
         self._conn.execute("BEGIN")
         try:
-            counts = _sqlite_steps(self._conn, self._q, steps)
-        except _Rollback:
-            self._conn.execute("ROLLBACK")
-            return None
+            result = fn()
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
-        return counts
+        return max(result, 0) if isinstance(result, int) else result
 
 
 def _status_count(status: str) -> int:

@@ -105,6 +105,17 @@ class LogFeed:
             batch.extend(self._take(size - len(batch)))
         return batch
 
+    def ready(self, size: int) -> list[RecordedEvent] | None:
+        """A full batch of ``size`` events if that many are read already (no await),
+        else None (and nothing is taken)."""
+        while self.buffered < size:
+            try:
+                page = self._pages.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
+            self._buffer, self._at = self._buffer[self._at :] + page, 0
+        return self._take(size)
+
     def _take(self, size: int) -> list[RecordedEvent]:
         if not self.buffered:
             self._refill()

@@ -92,13 +92,6 @@ UPDATE {schema}.eventstreams SET owner = NULL, lease_until_ms = 0 WHERE id = $1 
 UPDATE {schema}.eventstreams SET batch_number = $4, inflight_last = $5, dispatch = 'dispatching'
 WHERE id = $1 AND owner = $2 AND generation = $3;
 
--- name: delivered
--- The batch arrived: the checkpoint moves to its last position ($4), never back.
-UPDATE {schema}.eventstreams
-SET checkpoint = $4, inflight_last = NULL, delivered = delivered + $5, batches = batches + 1,
-    last_dispatch_ms = $6, dispatch = 'dispatching', failing_since_ms = NULL, last_error = NULL
-WHERE id = $1 AND owner = $2 AND generation = $3 AND checkpoint < $4;
-
 -- name: skip_to
 -- A filtered-out stretch: nothing the stream delivers lies up to $4.
 UPDATE {schema}.eventstreams SET checkpoint = $4, dispatch = 'complete'
@@ -118,13 +111,30 @@ SET status = 'stopped', reason = $4, dispatch = 'idle', owner = NULL, lease_unti
 WHERE id = $1 AND owner = $2 AND generation = $3;
 
 -- name: attempt
-INSERT INTO {schema}.eventstream_attempts
+-- One delivery attempt, counted on the stream's row.
+WITH recorded AS (
+    INSERT INTO {schema}.eventstream_attempts
     (stream_id, at_ms, batch_id, batch_number, first_position, last_position, events, outcome,
      status_code, duration_ms, error, response, consumer, redelivery)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14);
-
--- name: count_attempt
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+)
 UPDATE {schema}.eventstreams SET attempts = attempts + 1 WHERE id = $1;
+
+-- name: landed
+-- A batch arrived: its attempt; the checkpoint to its last position ($4), never back;
+-- and, when the next batch is ready already, its hand-out ($7 number, $8 last position;
+-- NULL: none yet).
+WITH recorded AS (
+    INSERT INTO {schema}.eventstream_attempts
+    (stream_id, at_ms, batch_id, batch_number, first_position, last_position, events, outcome,
+     status_code, duration_ms, error, response, consumer, redelivery)
+    VALUES ($1, $6, $9, $10, $11, $4, $5, $12, $13, $14, $15, $16, $17, FALSE)
+)
+UPDATE {schema}.eventstreams
+SET checkpoint = $4, inflight_last = $8, batch_number = COALESCE($7, batch_number),
+    delivered = delivered + $5, batches = batches + 1, attempts = attempts + 1,
+    last_dispatch_ms = $6, dispatch = 'dispatching', failing_since_ms = NULL, last_error = NULL
+WHERE id = $1 AND owner = $2 AND generation = $3 AND checkpoint < $4;
 
 -- name: attempts
 -- Newest first; paging by attempt id, below the cursor $2.
