@@ -201,8 +201,13 @@ def _check_webhook(
 ) -> None:
     try:
         check_url(hook.url, policy or _ANY_ADDRESS)
-    except (BadWebhookUrl, ForbiddenAddress) as exc:
+    except BadWebhookUrl as exc:
         raise InvalidInput(f"webhook url: {exc}") from None
+    except ForbiddenAddress as exc:
+        raise InvalidInput(
+            f"webhook url {hook.url!r}: {exc.address} is {exc.reason}, which webhooks may not"
+            " reach (a server opens it with the eventstreams settings allow or allow_private)"
+        ) from None
     if hook.method.upper() not in METHODS:
         raise InvalidInput(f"webhook method {hook.method!r} is not one of {', '.join(METHODS)}")
     if hook.tls is not None and hook.tls not in tls_names:
