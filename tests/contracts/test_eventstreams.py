@@ -113,6 +113,8 @@ async def test_start_stop_reset_and_delete(store: tidings.EventStore) -> None:
     assert (await streams.start("orders")).status == "started"
     assert (await streams.stop("orders")).status == "stopped"
     assert (await streams.reset("orders", 3)).stats.checkpoint == 3
+    with pytest.raises(InvalidInput, match="past the head"):
+        await streams.reset("orders", 6)
     assert (await streams.reset("orders")).stats.checkpoint == 0
     await streams.delete("orders")
     with pytest.raises(NotFound):
@@ -206,6 +208,11 @@ async def test_batches_arrive_in_order_signed_and_the_checkpoint_follows(
             await until(caught_up)
             stats = (await streams.get("orders")).stats
             assert stats.delivered == 30 and stats.lag == 0 and stats.attempts == stats.batches
+
+            async def complete() -> bool:
+                return (await streams.get("orders")).stats.status == "complete"
+
+            await until(complete)
         finally:
             await dispatcher.close()
 

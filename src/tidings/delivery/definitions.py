@@ -204,9 +204,10 @@ def _check_webhook(
     except BadWebhookUrl as exc:
         raise InvalidInput(f"webhook url: {exc}") from None
     except ForbiddenAddress as exc:
+        opens = "allow or allow_private" if exc.private else "allow"
         raise InvalidInput(
             f"webhook url {hook.url!r}: {exc.address} is {exc.reason}, which webhooks may not"
-            " reach (a server opens it with the eventstreams settings allow or allow_private)"
+            f" reach (a server opens it with the eventstreams setting {opens})"
         ) from None
     if hook.method.upper() not in METHODS:
         raise InvalidInput(f"webhook method {hook.method!r} is not one of {', '.join(METHODS)}")

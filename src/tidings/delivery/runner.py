@@ -78,6 +78,8 @@ class Runner:
         self._room = streams.room
         self._stopping = asyncio.Event()
         self._writing: asyncio.Task[None] | None = None
+        self._complete = False
+        """Whether the stored status says caught up (set once per idle spell)."""
 
     def stop(self) -> None:
         """Stop after the attempt in progress (a batch waiting to be retried stays in
@@ -171,7 +173,12 @@ class Runner:
         head, when nothing the stream delivers lies in it."""
         store = self.streams.store
         head = await store.head()
-        if head <= self.checkpoint or feed.buffered:
+        if feed.buffered:
+            return
+        if head <= self.checkpoint:
+            if not self._complete:
+                await self._write("mark", "complete")
+                self._complete = True
             return
         first = [e async for e in store.read_all(self.checkpoint, self.filter, limit=1)]
         if first and first[0].position <= head:
@@ -179,6 +186,7 @@ class Runner:
         await self._settle()
         if await self._room.run("skip_to", *self._key(), head):
             self.checkpoint = head
+            self._complete = True
 
     async def _send(
         self, events: list[RecordedEvent], number: int, feed: LogFeed
@@ -201,11 +209,12 @@ class Runner:
                 await self._settle()
                 self.checkpoint = events[-1].position
                 self.failing_since_ms = None
+                self._complete = False
                 handed = (None, None) if following is None else (number + 1, following[-1].position)
                 landed = self._land(
                     (*self._key(), events[-1].position, len(events), now_ms, *handed,
                      batch.batch_id, number, events[0].position,
-                     *self._outcome(outcome), None),
+                     *self._outcome(outcome), outcome.consumer),
                 )  # fmt: skip
                 if following is None:
                     await landed
@@ -232,6 +241,7 @@ class Runner:
             if loop_now - first_failure >= settings.retry_timeout:
                 if settings.error_handling == "skip":
                     await self._park(batch, outcome)
+                    self.failing_since_ms = None  # as stored: parking ends the failing spell
                     return True, None
                 await self._write("failing", "blocked", outcome.error, now_ms)
                 await self._pause(settings.blocked_retry_delay)
@@ -248,14 +258,12 @@ class Runner:
         response = (outcome.response or "")[:RESPONSE_KEPT] or None
         return (outcome.outcome, outcome.status_code, outcome.duration_ms, outcome.error, response)
 
-    def _attempt(
-        self, batch: Batch, outcome: Outcome, at_ms: int, consumer: str | None = None
-    ) -> tuple[object, ...]:
+    def _attempt(self, batch: Batch, outcome: Outcome, at_ms: int) -> tuple[object, ...]:
         """The arguments of the ``attempt`` query for one attempt."""
         events = batch.events
         return (
             self.row.id, at_ms, batch.batch_id, batch.batch_number, events[0].position,
-            events[-1].position, len(events), *self._outcome(outcome), consumer, False,
+            events[-1].position, len(events), *self._outcome(outcome), outcome.consumer, False,
         )  # fmt: skip
 
     async def _park(self, batch: Batch, outcome: Outcome) -> None:

@@ -136,6 +136,11 @@ class ForbiddenAddress(Exception):
             f"webhook host {host!r} {verb} {address} ({reason}): refused; allow it with {hint}"
         )
 
+    @property
+    def private(self) -> bool:
+        """Whether ``allow_private`` opens this address (``allow`` opens any)."""
+        return _private(self.address)
+
     def __reduce__(self) -> tuple[type[ForbiddenAddress], tuple[str, IPAddress, str]]:
         return type(self), (self.host, self.address, self.reason)
 

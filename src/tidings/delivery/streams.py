@@ -279,6 +279,9 @@ class EventStreams:
             position = await self._start_position(parse(row.definition))
         elif isinstance(position, bool) or not isinstance(position, int) or position < 0:
             raise InvalidInput(f"position must be an int >= 0, not {position!r}")
+        elif position > (head := await self.store.head()):
+            # Events appended up to it later would never be delivered.
+            raise InvalidInput(f"position {position} is past the head ({head})")
         return await self._set(row.id, "reset", position, now_ms())
 
     async def _set(self, name_or_id: str, query: str, *args: Any) -> StreamInfo:

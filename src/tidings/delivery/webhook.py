@@ -45,7 +45,7 @@ _encode = msgspec.json.Encoder().encode
 class Outcome:
     """What one attempt came to. ``outcome`` is ``delivered``, ``failed``,
     ``throttled`` or ``gone``; ``retry_after`` the seconds a throttling receiver asked
-    for (None when it did not say)."""
+    for (None when it did not say); ``consumer`` the WebSocket consumers it went to."""
 
     outcome: str
     status_code: int | None
@@ -53,6 +53,7 @@ class Outcome:
     error: str | None = None
     response: str | None = None
     retry_after: float | None = None
+    consumer: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -145,7 +146,11 @@ class WebhookSender:
             ) as answer:
                 kept = await _head_of(answer)
                 status = answer.status
-                wait = retry_after(answer.headers.get("retry-after"))
+                wait = (
+                    retry_after(answer.headers.get("retry-after"))
+                    if answer.status in THROTTLED
+                    else None
+                )
         except (aiohttp.ClientError, TimeoutError, OSError, ForbiddenAddress) as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, ForbiddenAddress) else exc
             return Outcome("failed", None, _ms(started), _describe(cause))

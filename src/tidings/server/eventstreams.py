@@ -9,6 +9,7 @@ from tidings.delivery.dispatcher import Dispatcher
 from tidings.delivery.streams import EventStreams
 from tidings.errors import ConfigurationError
 from tidings.server.settings import EventStreamSettings
+from tidings.server.ws.firefly import Consumers
 from tidings.store.base import StoreFront
 
 
@@ -47,11 +48,17 @@ def open_eventstreams(store: object, settings: EventStreamSettings) -> EventStre
 
 
 async def start_dispatcher(
-    streams: EventStreams | None, settings: EventStreamSettings, node_id: str
+    streams: EventStreams | None,
+    settings: EventStreamSettings,
+    node_id: str,
+    consumers: Consumers | None = None,
 ) -> Dispatcher | None:
-    """Run the started streams on this node, unless disabled."""
+    """Run the started streams on this node, unless disabled; websocket streams go to
+    ``consumers`` attached here."""
     if streams is None or not settings.enabled:
         return None
-    dispatcher = Dispatcher(streams, node_id=f"node-{node_id}")
+    dispatcher = Dispatcher(streams, node_id=f"node-{node_id}", consumers=consumers)
+    if consumers is not None:
+        consumers.on_attach = dispatcher.poke
     await dispatcher.start()
     return dispatcher

@@ -18,6 +18,7 @@ from tidings.server.eventstreams import open_eventstreams, start_dispatcher
 from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.settings import Settings
+from tidings.server.ws.firefly import Consumers
 from tidings.store import EventStore
 from tidings.views import View
 
@@ -43,6 +44,7 @@ class Node:
     _ws_idle: asyncio.Event = field(default_factory=asyncio.Event)
     gateway: Gateway = field(init=False)
     eventstreams: EventStreams | None = field(init=False, default=None)
+    consumers: Consumers = field(init=False, default_factory=Consumers)
     dispatcher: Dispatcher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -60,13 +62,14 @@ class Node:
         for view in self.views.values():
             await view.start()
         self.dispatcher = await start_dispatcher(
-            self.streams(), self.settings.eventstreams, self.id
+            self.streams(), self.settings.eventstreams, self.id, self.consumers
         )
 
     def streams(self) -> EventStreams | None:
         """The event-stream API on the node's store (None for a remote store)."""
         if self.eventstreams is None:
             self.eventstreams = open_eventstreams(self.store, self.settings.eventstreams)
+            self.consumers.streams = self.eventstreams
         return self.eventstreams
 
     def begin_stop(self) -> None:

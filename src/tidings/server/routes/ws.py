@@ -51,7 +51,7 @@ async def gateway(websocket: WebSocket) -> None:
         await websocket.send_text(closing.decode())
         await websocket.close(code, reason)
         return
-    await Connection(websocket, node, authenticator, who).serve()
+    await Connection(websocket, node, authenticator, who, firefly=subprotocol is None).serve()
 
 
 def _is_token(subprotocol: str) -> bool:

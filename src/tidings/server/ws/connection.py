@@ -21,7 +21,7 @@ from tidings.errors import InvalidInput, PayloadTooLarge, TidingsError
 from tidings.events import Filter
 from tidings.server.auth import Authenticator, Principal, readable
 from tidings.server.errors import ApiError
-from tidings.server.ws import eager, protocol
+from tidings.server.ws import eager, firefly, protocol
 from tidings.server.ws.outbox import Outbox
 from tidings.server.ws.subscription import WsSubscription
 from tidings.server.ws.watch import WsWatch
@@ -44,8 +44,11 @@ class Connection:
         node: Node,
         authenticator: Authenticator,
         who: Principal | None,
+        firefly: bool = False,
     ) -> None:
         self.ws = websocket
+        self.firefly = firefly
+        """Whether FireFly's event-stream messages are taken too (no subprotocol asked)."""
         self.node = node
         self.settings = node.settings.ws
         self.authenticator = authenticator
@@ -83,6 +86,7 @@ class Connection:
             self.node.ws_left(self)
             with contextlib.suppress(Exception):  # its listens go with it
                 await self.node.gateway.forget(self)
+            self.node.consumers.forget(self)
             self._stop_subs()
             if self._expiry is not None:
                 self._expiry.cancel()
@@ -201,7 +205,16 @@ class Connection:
             if self.closing is not None:
                 continue  # closing: what the client still sends is not answered
             try:
-                await self._handle(protocol.decode(raw))
+                found = firefly.firefly(raw) if self.firefly else None
+                if found is None:
+                    await self._handle(protocol.decode(raw))
+                elif self.who is None:
+                    self.shut(
+                        protocol.POLICY, "event-stream consumers authenticate in the handshake"
+                    )
+                    return
+                else:
+                    await self.node.consumers.handle(self, found)
             except protocol.BadMessage as exc:
                 if self.who is None:  # before the caller is known, only a good auth will do
                     self.shut(protocol.POLICY, f"authenticate first: {exc}")
