@@ -148,3 +148,23 @@ async def test_a_stream_made_over_http_delivers_signed_batches(
         attempts = (await client.get("/eventstreams/orders/attempts")).json()["items"]
         assert [a["outcome"] for a in attempts] == ["delivered", "delivered"]
         assert attempts[0]["status_code"] == 200
+
+
+async def test_metrics_show_each_event_stream(store: tidings.EventStore) -> None:
+    await store.append("order-1", [tidings.NewEvent("Placed", {"n": n}) for n in range(4)])
+    async with receiving() as receiver, serving(store) as client:
+        await client.post("/eventstreams", json=body(url=receiver.url))
+        await receiver.wait_for(4)
+        for _ in range(500):
+            if (await client.get("/eventstreams/orders")).json()["stats"]["checkpoint"] == 4:
+                break
+            await asyncio.sleep(0.02)
+        text = (await client.get("/metrics")).text
+        assert 'tidings_eventstream_delivered_events_total{stream="orders"} 4.0' in text
+        assert 'tidings_eventstream_lag_events{stream="orders"} 0.0' in text
+        assert (
+            'tidings_eventstream_up{status="dispatching",stream="orders",type="webhook"} 1.0'
+            in (text)
+            or 'tidings_eventstream_up{status="complete",stream="orders",type="webhook"} 1.0'
+            in text
+        )

@@ -14,10 +14,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.responses import PlainTextResponse, Response
 
+from tidings.delivery.records import StreamInfo
+from tidings.delivery.streams import MAX_PAGE
 from tidings.metrics import Metrics
 from tidings.server.auth import Caller
 from tidings.server.node import Node
@@ -48,7 +50,25 @@ class ServerMetrics(Metrics):
             registry=self.registry,
         )
         self.node: Node | None = None
+        self.eventstreams: list[StreamInfo] = []
+        """The event streams as the last scrape read them."""
         self.registry.register(_Live(self))
+        self.registry.register(_EventStreams(self))
+
+    async def refresh_eventstreams(self, node: Node) -> None:
+        """Read every event stream's statistics (before a scrape)."""
+        streams = node.streams()
+        if streams is None:
+            return
+        found: list[StreamInfo] = []
+        after = ""
+        while True:
+            page = await streams.list(after=after, limit=MAX_PAGE)
+            found.extend(page)
+            if len(page) < MAX_PAGE:
+                break
+            after = page[-1].name
+        self.eventstreams = found
 
     def attach(self, node: Node) -> None:
         """Watch the node's store and notifier."""
@@ -73,6 +93,68 @@ class _Live(Collector):
         yield sockets
 
 
+class _EventStreams(Collector):
+    """Each event stream's statistics, from the last scrape's read."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        found = self._metrics.eventstreams
+        labels = ["stream"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "lag": GaugeMetricFamily(
+                "tidings_eventstream_lag_events",
+                "Events between the checkpoint and the head",
+                labels=labels,
+            ),
+            "parked": GaugeMetricFamily(
+                "tidings_eventstream_parked_events",
+                "Events the stream parked (skip)",
+                labels=labels,
+            ),
+            "delivered": CounterMetricFamily(
+                "tidings_eventstream_delivered_events", "Events delivered", labels=labels
+            ),
+            "batches": CounterMetricFamily(
+                "tidings_eventstream_batches", "Batches delivered or parked", labels=labels
+            ),
+            "attempts": CounterMetricFamily(
+                "tidings_eventstream_attempts", "Delivery attempts", labels=labels
+            ),
+            "failures": CounterMetricFamily(
+                "tidings_eventstream_failures", "Failed delivery attempts", labels=labels
+            ),
+        }
+        running = GaugeMetricFamily(
+            "tidings_eventstream_up",
+            "1 for a started stream, 0 for a stopped one, by its dispatch status",
+            labels=["stream", "type", "status"],
+        )
+        last = GaugeMetricFamily(
+            "tidings_eventstream_last_dispatch_timestamp_seconds",
+            "When a batch last landed (Unix time)",
+            labels=labels,
+        )
+        for info in found:
+            stats = info.stats
+            name = [info.name]
+            families["lag"].add_metric(name, stats.lag)
+            families["parked"].add_metric(name, stats.parked)
+            families["delivered"].add_metric(name, stats.delivered)
+            families["batches"].add_metric(name, stats.batches)
+            families["attempts"].add_metric(name, stats.attempts)
+            families["failures"].add_metric(name, stats.failures)
+            running.add_metric(
+                [info.name, info.type, stats.status], 1 if info.status == "started" else 0
+            )
+            if stats.last_dispatch is not None:
+                last.add_metric(name, stats.last_dispatch.timestamp())
+        yield from families.values()
+        yield running
+        yield last
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(request: Request, node: NodeDep, who: Caller) -> Response:
     """The server's metrics in Prometheus' text format (admin only when auth is on)."""
@@ -80,4 +162,6 @@ async def metrics(request: Request, node: NodeDep, who: Caller) -> Response:
     server: ServerMetrics = request.app.state.metrics
     with contextlib.suppress(Exception):  # lag is best effort: a scrape outlives the store
         await server.refresh(node.store)  # type: ignore[arg-type]
+    with contextlib.suppress(Exception):
+        await server.refresh_eventstreams(node)
     return Response(generate_latest(server.registry), media_type=CONTENT_TYPE_LATEST)
