@@ -432,3 +432,53 @@ async def test_a_redefinition_with_a_batch_in_flight_skips_nothing(
             assert receiver.positions() == sorted(receiver.positions())
         finally:
             await dispatcher.close()
+
+
+async def test_a_range_is_redelivered_without_moving_the_checkpoint(
+    store: tidings.EventStore,
+) -> None:
+    await fill(store, 12)
+    async with receiving() as receiver:
+        streams, dispatcher, _ = await running(store, receiver)
+        try:
+            await receiver.wait_for(12)
+            await until(lambda: _checkpoint(streams, 12))
+            first_ids = {r.headers["webhook-id"] for r in receiver.requests}
+            with pytest.raises(InvalidInput, match="past the checkpoint"):
+                await streams.redeliver("orders", 5, 13)
+            await streams.redeliver("orders", 3, 7)
+            await receiver.wait_for(17)
+            again = receiver.requests[len(first_ids) :]
+            assert [e["position"] for r in again for e in r.batch["events"]] == [3, 4, 5, 6, 7]
+            assert not first_ids & {r.headers["webhook-id"] for r in again}
+            await fill(store, 1, "order-2")
+            await receiver.wait_for(18)
+            assert receiver.positions()[-1] == 13
+            assert (await streams.get("orders")).stats.checkpoint >= 12
+            attempts = await streams.attempts("orders")
+            assert sum(a.redelivery for a in attempts) == 1
+        finally:
+            await dispatcher.close()
+
+
+async def _checkpoint(streams: EventStreams, position: int) -> bool:
+    return (await streams.get("orders")).stats.checkpoint == position
+
+
+async def test_parked_events_are_redelivered_and_parked_no_more(
+    store: tidings.EventStore,
+) -> None:
+    await fill(store, 3)
+    async with receiving() as receiver:
+        receiver.answer(*[Answer(500)] * 1000)
+        streams, dispatcher, _ = await running(store, receiver, error_handling="skip")
+        try:
+            await until(lambda: _parked(streams, 3))
+            receiver.script.clear()
+            await streams.redeliver("orders", 1, 100, parked=True)
+            await receiver.wait_for(3)
+            assert receiver.positions() == [1, 2, 3]
+            await until(lambda: _parked(streams, 0))
+            assert (await streams.get("orders")).stats.parked == 0
+        finally:
+            await dispatcher.close()

@@ -85,6 +85,15 @@ async def test_the_lifecycle_over_http(client: httpx.AsyncClient) -> None:
         "items": [], "next": None
     }  # fmt: skip
     assert (await client.get("/eventstreams/orders/parked")).json()["items"] == []
+    late = await client.post(
+        "/eventstreams/orders/redeliver", json={"from_position": 1, "to_position": 5}
+    )
+    assert late.status_code == 400 and "past the checkpoint" in late.json()["message"]
+    backwards = {"from_position": 3, "to_position": 1, "parked": True}
+    assert (await client.post("/eventstreams/orders/redeliver", json=backwards)).status_code == 400
+    parked = {"from_position": 1, "to_position": 5, "parked": True}
+    assert (await client.post("/eventstreams/orders/redeliver", json=parked)).status_code == 202
+    assert (await client.post("/eventstreams/orders/redeliver", json={})).status_code == 422
 
     assert (await client.delete("/eventstreams/orders")).status_code == 204
     assert (await client.get("/eventstreams/orders")).status_code == 404

@@ -126,8 +126,10 @@ class Runner:
         name = f"eventstream {self.row.name}"
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
+            for request in await self._room.rows("redeliveries", self.row.id):
+                number = await self._redeliver(request, number)
             async with LogFeed(store, start, self.filter, max(size, 100), name) as feed:
-                await self._loop(feed, pending, number, stopping)
+                await self._loop(feed, pending, self.row.batch_number, number, stopping)
                 await self._settle()
         except Stopping:
             await self._settle()
@@ -140,9 +142,12 @@ class Runner:
         self,
         feed: LogFeed,
         pending: list[RecordedEvent] | None,
+        pending_number: int,
         number: int,
         stopping: asyncio.Future[Any],
     ) -> None:
+        """Send ``pending`` (the batch in flight, numbered ``pending_number``), then each
+        new batch; ``number`` is the last number handed out."""
         size = self.settings.batch_size
         while not self._stopping.is_set():
             if pending is None:
@@ -152,12 +157,64 @@ class Runner:
                     continue
                 pending = await feed.batch(size, self.settings.batch_timeout)
                 number += 1
+                pending_number = number
                 await self._write("hand_out", number, pending[-1].position)
-            landed, pending = await self._send(pending, number, feed)
+            landed, pending = await self._send(pending, pending_number, feed, number + 1)
             if not landed:
                 return  # halted
             if pending is not None:
                 number += 1  # handed out with the checkpoint move
+                pending_number = number
+
+    async def _redeliver(self, request: tuple[Any, ...], number: int) -> int:
+        """Send a requested range again (of the log up to the checkpoint, or of the parked
+        events), in batches with new numbers, without moving the checkpoint; parked events
+        that land are parked no more. A range that cannot be delivered within
+        ``retry_timeout`` is given up (its attempts say so). The last number used."""
+        request_id, first, last, parked = request
+        store = self.streams.store
+        size = self.settings.batch_size
+        wanted: set[int] | None = None
+        if parked:
+            rows = await self._room.rows("parked_between", self.row.id, first, last)
+            wanted = {int(p) for (p,) in rows}
+        after = int(first) - 1
+        while after < last and (wanted is None or wanted):
+            read = [e async for e in store.read_all(after, self.filter, limit=size)]
+            events = [e for e in read if e.position <= last]
+            if not events:
+                break
+            after = events[-1].position
+            if wanted is not None:
+                events = [e for e in events if e.position in wanted]
+                if not events:
+                    continue
+            number += 1
+            await self._write("number_batch", number)
+            batch = Batch(self.row.name, batch_id(self.row.id, number), number, events)
+            if not await self._send_again(batch):
+                log.warning("event stream %s: redelivery %s given up", self.row.name, request_id)
+                break
+            if wanted is not None:
+                await self._room.run("unpark", self.row.id, events[0].position, after)
+                wanted.difference_update(e.position for e in events)
+        await self._room.run("redelivered", request_id)
+        return number
+
+    async def _send_again(self, batch: Batch) -> bool:
+        """One redelivered batch, retried with backoff until ``retry_timeout``."""
+        delay = self.streams.defaults.retry_first
+        deadline = time.monotonic() + self.settings.retry_timeout
+        while True:
+            outcome = await self.deliver(batch)
+            values = self._attempt(batch, outcome, _now_ms())[:-1]
+            await self._room.run("redelivery_attempt", *values)
+            if outcome.delivered:
+                return True
+            if outcome.outcome == "gone" or time.monotonic() >= deadline:
+                return False
+            await self._pause(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, self.streams.defaults.retry_max)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep before the next attempt; ``Stopping`` if the node stops meanwhile."""
@@ -189,7 +246,7 @@ class Runner:
             self._complete = True
 
     async def _send(
-        self, events: list[RecordedEvent], number: int, feed: LogFeed
+        self, events: list[RecordedEvent], number: int, feed: LogFeed, next_number: int
     ) -> tuple[bool, list[RecordedEvent] | None]:
         """Deliver one batch until it lands or is parked (True) or the stream is halted
         (False); with it, the next batch when a full one is ready at once.
@@ -210,7 +267,9 @@ class Runner:
                 self.checkpoint = events[-1].position
                 self.failing_since_ms = None
                 self._complete = False
-                handed = (None, None) if following is None else (number + 1, following[-1].position)
+                handed = (
+                    (None, None) if following is None else (next_number, following[-1].position)
+                )
                 landed = self._land(
                     (*self._key(), events[-1].position, len(events), now_ms, *handed,
                      batch.batch_id, number, events[0].position,

@@ -291,6 +291,32 @@ class EventStreams:
         self._changed(row.id)
         return await self.get(row.id)
 
+    async def redeliver(
+        self, name_or_id: str, from_position: int, to_position: int, parked: bool = False
+    ) -> StreamInfo:
+        """Send the stream's events from ``from_position`` to ``to_position`` again (all
+        delivered already: no further than the checkpoint), or with ``parked`` its parked
+        events in that range, which are parked no more once they land. The checkpoint
+        does not move. The stream's runner does it before going on."""
+        for value in (from_position, to_position):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"positions are ints >= 1, not {value!r}")
+        if from_position > to_position:
+            raise InvalidInput(f"from_position {from_position} is after {to_position}")
+        row = await self.row(name_or_id)
+        if not parked and to_position > row.checkpoint:
+            raise InvalidInput(
+                f"to_position {to_position} is past the checkpoint ({row.checkpoint}):"
+                " those events are on their way"
+            )
+        done = await self.room.run(
+            "request_redelivery", row.id, from_position, to_position, parked, now_ms()
+        )
+        if not done:
+            raise NotFound(f"no event stream {name_or_id!r}")
+        self._changed(row.id)
+        return await self.get(row.id)
+
     async def delete(self, name_or_id: str, wait: float | None = None) -> None:
         """Stop a stream, then delete it with its attempts and parked events.
 
@@ -326,6 +352,7 @@ class EventStreams:
 
     async def _drop(self, stream_id: str) -> None:
         await self.room.steps(
+            Step("delete_redeliveries", (stream_id,)),
             Step("delete_attempts", (stream_id,)),
             Step("delete_parked", (stream_id,)),
             Step("delete_stream", (stream_id,)),

@@ -75,6 +75,15 @@ class ParkedPage(msgspec.Struct):
     next: int | None
 
 
+class RedeliverBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST .../redeliver``: the range to send again (both ends included); with
+    ``parked``, the parked events in it, which are parked no more once they land."""
+
+    from_position: Annotated[int, msgspec.Meta(ge=1)]
+    to_position: Annotated[int, msgspec.Meta(ge=1)]
+    parked: bool = False
+
+
 class ResetBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST .../reset``: the new checkpoint; without it, the initial position."""
 
@@ -256,6 +265,26 @@ async def reset_stream(
         body = await decode_body(request, ResetBody, node.settings.max_body_bytes)
     with answers():
         return reply(await streams.reset(name_or_id, body.position))
+
+
+@router.post(
+    "/eventstreams/{name_or_id}/redeliver",
+    status_code=202,
+    summary="Send a range of an event stream again",
+    openapi_extra=body_of(RedeliverBody),
+    responses=responses(StreamInfo, 202, errors=_CHANGES),
+)
+async def redeliver_stream(
+    name_or_id: str, request: Request, node: NodeDep, streams: Streams
+) -> Response:
+    """Queue the range (of events delivered already, or of parked ones) to be sent again
+    without moving the checkpoint; the stream's runner sends it before going on."""
+    body = await decode_body(request, RedeliverBody, node.settings.max_body_bytes)
+    with answers():
+        found = await streams.redeliver(
+            name_or_id, body.from_position, body.to_position, body.parked
+        )
+    return reply(found, 202)
 
 
 @router.get(

@@ -172,3 +172,38 @@ WHERE id = :1 AND owner = :2 AND generation = :3 AND checkpoint < :4;
 
 -- name: mark
 UPDATE tidings_eventstreams SET dispatch = :4 WHERE id = :1 AND owner = :2 AND generation = :3;
+
+-- name: request_redelivery
+-- Also moves the generation: the runner starts again and takes the request first.
+INSERT INTO tidings_eventstream_redeliveries (stream_id, from_position, to_position, parked, created_ms)
+VALUES (:1, :2, :3, :4, :5);
+UPDATE tidings_eventstreams SET generation = generation + 1, updated_ms = :5
+WHERE id = :1 AND status <> 'deleting';
+
+-- name: redeliveries
+SELECT id, from_position, to_position, parked FROM tidings_eventstream_redeliveries
+WHERE stream_id = :1
+ORDER BY id;
+
+-- name: redelivered
+DELETE FROM tidings_eventstream_redeliveries WHERE id = :1;
+
+-- name: delete_redeliveries
+DELETE FROM tidings_eventstream_redeliveries WHERE stream_id = :1;
+
+-- name: number_batch
+-- A redelivered batch takes the next number, and leaves the batch in flight alone.
+UPDATE tidings_eventstreams SET batch_number = :4
+WHERE id = :1 AND owner = :2 AND generation = :3;
+
+-- name: parked_between
+SELECT position FROM tidings_eventstream_parked
+WHERE stream_id = :1 AND position BETWEEN :2 AND :3
+ORDER BY position;
+
+-- name: redelivery_attempt
+INSERT INTO tidings_eventstream_attempts
+    (stream_id, at_ms, batch_id, batch_number, first_position, last_position, events, outcome,
+     status_code, duration_ms, error, response, consumer, redelivery)
+VALUES (:1, :2, :3, :4, :5, :6, :7, :8, :9, :10, :11, :12, :13, 1);
+UPDATE tidings_eventstreams SET attempts = attempts + 1 WHERE id = :1;
