@@ -47,6 +47,11 @@ class Room(Protocol):
         """Run the named statement in a transaction of its own; the rows it changed."""
         ...
 
+    async def returning(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Run the named writing statement (``... RETURNING``) in a transaction of its own;
+        the rows it returns."""
+        ...
+
     async def steps(self, *steps: Step) -> list[int] | None:
         """Run the statements in one transaction, in order; the rows each changed, or
         None (nothing written) when a ``must_change`` step changed none."""
@@ -103,6 +108,13 @@ class SQLiteRoom:
         count: int = await self._side.write(lambda c: _sqlite_run(c, statements, args).rowcount)
         return max(count, 0)
 
+    async def returning(self, query: str, *args: Any) -> list[tuple[Any, ...]]:  # noqa: D102
+        statements = self._q[query]
+        found: list[tuple[Any, ...]] = await self._side.write(
+            lambda c: _sqlite_run(c, statements, args).fetchall()
+        )
+        return found
+
     async def steps(self, *steps: Step) -> list[int] | None:  # noqa: D102
         try:
             counts: list[int] = await self._side.write(lambda c: _sqlite_steps(c, self._q, steps))
@@ -137,6 +149,13 @@ class MemoryRoom:
             lambda: _sqlite_run(self._conn, statements, args).rowcount
         )
         return count
+
+    async def returning(self, query: str, *args: Any) -> list[tuple[Any, ...]]:  # noqa: D102
+        statements = self._q[query]
+        found: list[tuple[Any, ...]] = await self._in_transaction(
+            lambda: _sqlite_run(self._conn, statements, args).fetchall()
+        )
+        return found
 
     async def steps(self, *steps: Step) -> list[int] | None:  # noqa: D102
         try:
@@ -198,6 +217,9 @@ class PostgresRoom:
     async def run(self, query: str, *args: Any) -> int:  # noqa: D102
         with self._wrapped():
             return _status_count(await self._calls.execute(self._q[query], *args))
+
+    async def returning(self, query: str, *args: Any) -> list[tuple[Any, ...]]:  # noqa: D102
+        return await self.rows(query, *args)  # autocommit: one statement, one transaction
 
     async def steps(self, *steps: Step) -> list[int] | None:  # noqa: D102
         with self._wrapped():

@@ -69,9 +69,9 @@ DELETE FROM tidings_eventstreams WHERE id = :1 AND status = 'deleting';
 SELECT id, owner, lease_until_ms FROM tidings_eventstreams WHERE status = 'deleting';
 
 -- name: runnable
--- Started streams no live node holds: free, or their lease ran out before :1.
+-- Started websocket streams no live node holds: free, or their lease ran out before :1.
 SELECT id FROM tidings_eventstreams
-WHERE status = 'started' AND (owner IS NULL OR lease_until_ms < :1)
+WHERE status = 'started' AND type = 'websocket' AND (owner IS NULL OR lease_until_ms < :1)
 ORDER BY id;
 
 -- name: claim
@@ -207,3 +207,10 @@ INSERT INTO tidings_eventstream_attempts
      status_code, duration_ms, error, response, consumer, redelivery)
 VALUES (:1, :2, :3, :4, :5, :6, :7, :8, :9, :10, :11, :12, :13, 1);
 UPDATE tidings_eventstreams SET attempts = attempts + 1 WHERE id = :1;
+
+-- name: claim_webhooks
+-- Every started webhook stream nobody holds, in one statement (websocket streams are
+-- claimed one by one, by a node where their consumers are).
+UPDATE tidings_eventstreams SET owner = :1, lease_until_ms = :3, started_ms = :2
+WHERE status = 'started' AND type = 'webhook' AND (owner IS NULL OR lease_until_ms < :2)
+RETURNING id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms;
