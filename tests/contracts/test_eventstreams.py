@@ -482,3 +482,22 @@ async def test_parked_events_are_redelivered_and_parked_no_more(
             assert (await streams.get("orders")).stats.parked == 0
         finally:
             await dispatcher.close()
+
+
+async def test_a_named_proxy_carries_the_post_and_judges_the_target(
+    store: tidings.EventStore,
+) -> None:
+    await fill(store, 2)
+    async with receiving() as proxy:  # it plays the proxy: it answers what it is sent
+        assert isinstance(store, StoreFront)
+        streams = EventStreams(store, FAST, proxies={"egress": proxy.url.rsplit("/", 1)[0]})
+        target = "http://receiver.invalid/hook"  # a name no resolver here knows
+        await streams.create(hook(target, webhook={"url": target, "proxy": "egress"}))
+        with pytest.raises(InvalidInput, match="proxy 'nope'"):
+            await streams.create(
+                hook(target, name="other", webhook={"url": target, "proxy": "nope"})
+            )
+        async with Dispatcher(streams):
+            await proxy.wait_for(2)
+        assert proxy.requests[0].headers["Host"] == "receiver.invalid"
+        assert proxy.positions() == [1, 2]

@@ -59,14 +59,17 @@ class StreamFilter(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit
 
 class Webhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """Where and how a webhook stream posts its batches. ``tls`` names a TLS setting of
-    the server's config; ``secret`` (``whsec_...``) signs deliveries: one is made when
-    none is given, and it is never shown again after the create."""
+    the server's config, ``proxy`` one of its proxies (the operator's egress proxy then
+    judges the target's address: see ``tidings.delivery.webhook``); ``secret``
+    (``whsec_...``) signs deliveries: one is made when none is given, and it is never
+    shown again after the create."""
 
     url: str
     method: str = "POST"
     headers: dict[str, str] = {}
     timeout: Seconds | None = None
     tls: str | None = None
+    proxy: str | None = None
     secret: str | None = None
     allow_private: bool | None = None
 
@@ -171,6 +174,7 @@ def check(
     definition: Definition,
     tls_names: set[str] | frozenset[str] = frozenset(),
     policy: AddressPolicy | None = None,
+    proxy_names: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Refuse (``InvalidInput``) what the wire types alone cannot: a name shaped like an
     id, a bad regular expression, a webhook setting that cannot work, settings of the
@@ -191,6 +195,10 @@ def check(
         if definition.websocket is not None:
             raise InvalidInput("a webhook stream takes no websocket settings")
         _check_webhook(definition.webhook, tls_names, policy)
+        proxy = definition.webhook.proxy
+        if proxy is not None and proxy not in proxy_names:
+            known = ", ".join(sorted(proxy_names)) or "none are configured"
+            raise InvalidInput(f"proxy {proxy!r} is not in the server's config ({known})")
     else:
         if definition.webhook is not None:
             raise InvalidInput("a websocket stream takes no webhook settings")

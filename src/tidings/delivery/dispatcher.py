@@ -50,7 +50,7 @@ class Dispatcher:
         self.streams = streams
         self.node_id = node_id or f"node-{uuid.uuid4()}"
         self.consumers = consumers
-        self.sender = WebhookSender(streams.tls)
+        self.sender = WebhookSender(streams.tls, streams.proxies)
         self.runners: dict[str, tuple[Runner, asyncio.Task[None]]] = {}
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -31,7 +31,7 @@ from tidings.delivery.records import (
 )
 from tidings.delivery.signing import SigningKeys, new_secret
 from tidings.delivery.ssrf import AddressPolicy, IPNetwork
-from tidings.errors import InvalidInput, NotFound, TidingsError
+from tidings.errors import ConfigurationError, InvalidInput, NotFound, TidingsError
 from tidings.store.base import StoreFront
 from tidings.store.rooms import Room, Step
 
@@ -57,7 +57,8 @@ class EventStreams:
 
     ``defaults`` fill what a definition leaves unset; ``tls`` are the named TLS settings
     a webhook may refer to; ``allow`` are networks webhooks may reach even though the
-    SSRF guard refuses them (a test's receiver on loopback). ``on_change`` is called
+    SSRF guard refuses them (a test's receiver on loopback); ``proxies`` are the named
+    egress proxies (URLs) a webhook may post through. ``on_change`` is called
     with a stream id after every change this object makes (the node's dispatcher, to
     act at once).
     """
@@ -68,11 +69,16 @@ class EventStreams:
         defaults: Defaults | None = None,
         tls: dict[str, TlsConfig] | None = None,
         allow: tuple[IPNetwork, ...] = (),
+        proxies: dict[str, str] | None = None,
     ) -> None:
         self.store = store
         self.defaults = defaults or Defaults()
         self.tls = dict(tls or {})
         self.allow = tuple(allow)
+        self.proxies = dict(proxies or {})
+        for name, url in self.proxies.items():
+            if not url.startswith(("http://", "https://")):
+                raise ConfigurationError(f"proxy {name!r}: {url!r} is not an http(s) URL")
         self.room: Room = store.room(QUERIES)
         self.on_change: Callable[[str], None] | None = None
 
@@ -175,7 +181,7 @@ class EventStreams:
         return AddressPolicy(allow_private=private, allow=self.allow)
 
     def _check(self, definition: Definition) -> None:
-        check(definition, frozenset(self.tls), self.policy(definition))
+        check(definition, frozenset(self.tls), self.policy(definition), frozenset(self.proxies))
 
     async def _start_position(self, definition: Definition) -> int:
         start = definition.initial_position

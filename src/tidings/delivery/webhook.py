@@ -6,6 +6,11 @@ and what the answer means. Connections go through the SSRF guard.
 - 410 Gone: the receiver wants no more; the stream stops with the reason.
 - 429, 502, 503, 504: throttled; ``Retry-After`` (seconds or an HTTP date) is honoured.
 - anything else, a timeout, a refused address or a broken connection: a failure.
+
+Through a named proxy (the server's ``proxies``) the guard cannot see the address the
+target resolves to: the proxy resolves it. The target's host is still refused when it
+is a forbidden IP literal, and the rest is left to the proxy, which is the operator's
+egress control (docs/adr/0019).
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import email.utils
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import msgspec
 
 from tidings.delivery.definitions import TlsConfig, Webhook
 from tidings.delivery.signing import SigningKeys, headers
-from tidings.delivery.ssrf import AddressPolicy, ForbiddenAddress, guarded_connector
+from tidings.delivery.ssrf import AddressPolicy, ForbiddenAddress, check_url, guarded_connector
 from tidings.errors import ConfigurationError
 from tidings.events import RecordedEvent
 
@@ -90,15 +96,24 @@ class WebhookSender:
     """Posts batches; one aiohttp session per address policy and TLS setting, each on a
     guarded connector. Close it when done."""
 
-    def __init__(self, tls: dict[str, TlsConfig] | None = None) -> None:
+    def __init__(
+        self, tls: dict[str, TlsConfig] | None = None, proxies: dict[str, str] | None = None
+    ) -> None:
         self._tls = dict(tls or {})
-        self._sessions: dict[tuple[AddressPolicy, str | None], aiohttp.ClientSession] = {}
+        self._proxies = dict(proxies or {})
+        self._sessions: dict[tuple[Any, ...], aiohttp.ClientSession] = {}
 
-    def _session(self, policy: AddressPolicy, tls: str | None) -> aiohttp.ClientSession:
-        key = (policy, tls)
+    def _session(
+        self, policy: AddressPolicy, tls: str | None, proxied: bool
+    ) -> aiohttp.ClientSession:
+        key = (policy, tls, proxied)
         session = self._sessions.get(key)
         if session is None or session.closed:
-            connector = guarded_connector(policy, ssl=self._ssl(tls), limit=0)
+            connector: aiohttp.TCPConnector
+            if proxied:  # the proxy resolves the target: see the module's docstring
+                connector = aiohttp.TCPConnector(ssl=self._ssl(tls), limit=0)
+            else:
+                connector = guarded_connector(policy, ssl=self._ssl(tls), limit=0)
             session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
             self._sessions[key] = session
         return session
@@ -135,13 +150,20 @@ class WebhookSender:
         }
         started = time.perf_counter()
         try:
-            session = self._session(policy, hook.tls)
+            proxy = None
+            if hook.proxy is not None:
+                check_url(hook.url, policy)  # a forbidden literal host, even through a proxy
+                proxy = self._proxies.get(hook.proxy)
+                if proxy is None:
+                    raise ConfigurationError(f"proxy {hook.proxy!r} is not configured")
+            session = self._session(policy, hook.tls, proxy is not None)
             async with session.request(
                 hook.method.upper(),
                 hook.url,
                 data=body,
                 headers=sent,
                 allow_redirects=False,
+                proxy=proxy,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as answer:
                 kept = await _head_of(answer)

@@ -44,7 +44,7 @@ def open_eventstreams(store: object, settings: EventStreamSettings) -> EventStre
         name: TlsConfig(t.ca_file, t.cert_file, t.key_file, t.verify)
         for name, t in settings.tls.items()
     }
-    return EventStreams(store, defaults_of(settings), tls, allow)
+    return EventStreams(store, defaults_of(settings), tls, allow, settings.proxies)
 
 
 async def start_dispatcher(

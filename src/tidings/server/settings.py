@@ -125,6 +125,10 @@ class EventStreamSettings(BaseModel):
     tls: dict[str, TlsSettings] = Field(
         default_factory=dict, description="named TLS settings webhooks may refer to"
     )
+    proxies: dict[str, str] = Field(
+        default_factory=dict,
+        description="named egress proxies (http(s) URLs) webhooks may post through",
+    )
 
 
 class Settings(BaseSettings):
