@@ -52,14 +52,12 @@ import asyncio
 import contextlib
 import cProfile
 import io
-import itertools
 import json
 import math
 import os
 import pstats
 import re
 import select
-import shutil
 import signal
 import statistics
 import subprocess
@@ -72,9 +70,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from report import fixed_width
+from stores import Stores
 from workloads import EVENT_TYPE, event_data
 
 BENCH = Path(__file__).resolve().parent
@@ -83,7 +81,6 @@ DEFAULT_PG_URL = os.environ.get(
 )
 PARTS = ("one", "many", "latency")
 BACKENDS = ("sqlite", "postgres")
-SCHEMA_PREFIX = "bench_es_"
 CHILD_TIMEOUT = 600.0  # seconds one measurement may take
 START_TIMEOUT = 30.0  # seconds the receiver may take to listen
 GOALS = {
@@ -554,65 +551,6 @@ def receiver_process() -> Iterator[str]:
         log.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Stores:
-    """Fresh stores: SQLite files in a temp directory, PostgreSQL schemas dropped after."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.pg_url = args.pg_url
-        self.sqlite_dir = args.sqlite_dir
-        self._numbers = itertools.count(1)
-
-    @contextlib.contextmanager
-    def fresh(self, backend: str) -> Iterator[str]:
-        if backend == "sqlite":
-            path = tempfile.mkdtemp(prefix="tidings_bench_es_", dir=self.sqlite_dir)
-            try:
-                yield f"sqlite:///{path}/events.db"
-            finally:
-                shutil.rmtree(path, ignore_errors=True)
-            return
-        schema = f"{SCHEMA_PREFIX}{os.getpid()}_{next(self._numbers)}"
-        parts = urlsplit(self.pg_url)
-        query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
-        try:
-            yield parts._replace(query=query).geturl()
-        finally:
-            asyncio.run(self._sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-
-    async def _sql(self, *statements: str) -> list[Any]:
-        import asyncpg
-
-        conn = await asyncpg.connect(urlsplit(self.pg_url)._replace(query="").geturl(), timeout=10)
-        try:
-            return [await conn.fetch(statement) for statement in statements]
-        finally:
-            await conn.close()
-
-    def check_postgres(self) -> str | None:
-        """None if PostgreSQL is there (stale schemas of dead runs are dropped), else why not."""
-        try:
-            [rows] = asyncio.run(
-                self._sql(f"SELECT nspname FROM pg_namespace WHERE nspname LIKE '{SCHEMA_PREFIX}%'")
-            )
-            for (name,) in rows:
-                pid = name.removeprefix(SCHEMA_PREFIX).split("_")[0]
-                if pid.isdigit() and not _alive(int(pid)):
-                    asyncio.run(self._sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        except Exception as exc:
-            return f"PostgreSQL unavailable at {self.pg_url}: {type(exc).__name__}: {exc}"
-        return None
-
-
 async def preload(url: str, appends: list[tuple[str, int]]) -> int:
     """Append ``(stream, count)`` batches of ``event_data`` events, in order; the head."""
     import tidings
@@ -668,7 +606,7 @@ class Bench:
         self.args = args
         self.sizes: Sizes = args.sizes
         self.receiver = receiver
-        self.stores = Stores(args)
+        self.stores = Stores(args, "es")
         self.failures: list[str] = []
         self.errors: list[str] = []
 

@@ -83,9 +83,9 @@ from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
-from urllib.parse import parse_qsl, urlencode, urlsplit  # noqa: E402
 
 from report import fixed_width, machine_info  # noqa: E402
+from stores import Stores  # noqa: E402
 from workloads import EVENT_TYPE, event_data  # noqa: E402
 
 DEFAULT_PG_URL = os.environ.get(
@@ -95,7 +95,6 @@ PARTS = ("appends", "sse", "read")
 BACKENDS = ("sqlite", "postgres")
 CONNS = 64  # concurrent keep-alive clients (and in-process tasks) of the append part
 STREAMS = 64  # streams the appends rotate over (one per in-process task)
-SCHEMA_PREFIX = "bench_http_"
 START_TIMEOUT = 60.0  # seconds a server may take to listen
 GOALS = {
     "append_1_vs_trivial": 0.60,  # HTTP 1-event requests/s / trivial endpoint requests/s
@@ -746,65 +745,6 @@ def tidings_serve(store: str, **settings: Any) -> contextlib.AbstractContextMana
 
 def raw_serve() -> contextlib.AbstractContextManager[str]:
     return server(child("--role", "raw-server"))
-
-
-class Stores:
-    """Fresh stores: SQLite files in a temp directory, PostgreSQL schemas dropped after."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.pg_url = args.pg_url
-        self.sqlite_dir = args.sqlite_dir
-        self._numbers = itertools.count(1)
-
-    @contextlib.contextmanager
-    def fresh(self, backend: str) -> Iterator[str]:
-        if backend == "sqlite":
-            path = tempfile.mkdtemp(prefix="tidings_bench_http_", dir=self.sqlite_dir)
-            try:
-                yield f"sqlite:///{path}/events.db"
-            finally:
-                shutil.rmtree(path, ignore_errors=True)
-            return
-        schema = f"{SCHEMA_PREFIX}{os.getpid()}_{next(self._numbers)}"
-        parts = urlsplit(self.pg_url)
-        query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
-        try:
-            yield parts._replace(query=query).geturl()
-        finally:
-            asyncio.run(self._sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-
-    async def _sql(self, *statements: str) -> list[Any]:
-        import asyncpg
-
-        conn = await asyncpg.connect(urlsplit(self.pg_url)._replace(query="").geturl(), timeout=10)
-        try:
-            return [await conn.fetch(statement) for statement in statements]
-        finally:
-            await conn.close()
-
-    def check_postgres(self) -> str | None:
-        """None if PostgreSQL is there (stale schemas of dead runs are dropped), else why not."""
-        try:
-            [rows] = asyncio.run(
-                self._sql(f"SELECT nspname FROM pg_namespace WHERE nspname LIKE '{SCHEMA_PREFIX}%'")
-            )
-            for (name,) in rows:
-                pid = name.removeprefix(SCHEMA_PREFIX).split("_")[0]
-                if pid.isdigit() and not _alive(int(pid)):
-                    asyncio.run(self._sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        except Exception as exc:
-            return f"PostgreSQL unavailable at {self.pg_url}: {type(exc).__name__}: {exc}"
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_now() -> float:
@@ -1489,7 +1429,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed: using the aiohttp load generator", file=sys.stderr)
         kind = "aiohttp"
     began = time.perf_counter()
-    stores = Stores(args)
+    stores = Stores(args, "http")
     pg_error = stores.check_postgres() if "postgres" in args.backend else None
     if pg_error:
         print(pg_error, file=sys.stderr)

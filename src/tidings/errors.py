@@ -11,10 +11,11 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     │   ├── InvalidHubKey       a hub key that is not a tuple of 64-bit signed ints
     │   ├── InvalidHubValue     a hub value with no exact JSON form
     │   ├── InvalidHubPayload   a hub payload that does not decode to a key and value
-    │   └── NotFound            (also a LookupError) no such subscription, view or resource
+    │   └── NotFound            (also a LookupError) no such subscription, view or resource (404)
     ├── ConfigurationError      bad URL, unknown scheme, missing extra
     ├── AccessDenied            (also a PermissionError) a server refused the caller (401/403)
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
+    ├── AlreadyExists           a name is taken (an event stream's)
     ├── DuplicateEventId        an event id already stored with different content
     ├── StoreUnavailable        the database cannot be reached (URL shown without password)
     ├── StoreClosed             the store was used after close()
@@ -216,6 +217,17 @@ class ViewClosed(TidingsError, RuntimeError):
 
 class NotFound(InvalidInput, LookupError):
     """No such resource: a subscription, a view, or a server route."""
+
+
+class AlreadyExists(TidingsError):
+    """A name is taken: an event stream of that name exists already (409)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what} exists already")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what,))
 
 
 class AccessDenied(TidingsError, PermissionError):

@@ -15,6 +15,7 @@ import msgspec
 
 from tidings.errors import (
     AccessDenied,
+    AlreadyExists,
     ConfigurationError,
     DuplicateEventId,
     InvalidEvent,
@@ -194,6 +195,8 @@ class ErrorKind(msgspec.Struct, frozen=True):
 ERRORS: list[tuple[type[BaseException], ErrorKind]] = [
     (WrongExpectedVersion, ErrorKind(409, "wrong_expected_version")),
     (DuplicateEventId, ErrorKind(409, "duplicate_event_id")),
+    (AlreadyExists, ErrorKind(409, "already_exists")),
+    (NotFound, ErrorKind(404, "not_found")),
     (InvalidExpectedVersion, ErrorKind(400, "invalid_expected_version")),
     (InvalidEvent, ErrorKind(400, "invalid_event")),
     (InvalidInput, ErrorKind(400, "invalid_input")),
@@ -236,6 +239,8 @@ def error_from_body(status: int, body: ErrorBody, url: str) -> TidingsError:
         return WrongExpectedVersion(body.stream, expected, body.actual)
     if code == "duplicate_event_id" and body.event_id is not None and body.stream is not None:
         return DuplicateEventId(body.event_id, body.stream, body.reason or "different content")
+    if code == "already_exists":
+        return AlreadyExists(body.message.removesuffix(" exists already"))
     if code == "invalid_expected_version":
         return InvalidExpectedVersion(body.message)
     if code in ("invalid_event", "payload_too_large"):

@@ -17,8 +17,8 @@ from tests.receiver import Answer, Receiver, receiving
 from tidings import NewEvent
 from tidings.delivery.definitions import Defaults, Definition, Webhook
 from tidings.delivery.dispatcher import Dispatcher
-from tidings.delivery.streams import AlreadyExists, EventStreams
-from tidings.errors import InvalidInput, NotFound
+from tidings.delivery.streams import EventStreams
+from tidings.errors import AlreadyExists, InvalidInput, NotFound
 from tidings.store.base import StoreFront
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -501,3 +501,42 @@ async def test_a_named_proxy_carries_the_post_and_judges_the_target(
             await proxy.wait_for(2)
         assert proxy.requests[0].headers["Host"] == "receiver.invalid"
         assert proxy.positions() == [1, 2]
+
+
+async def test_the_batch_in_flight_keeps_its_number_and_id_after_a_redelivery(
+    store: tidings.EventStore,
+) -> None:
+    await fill(store, 3)
+    async with receiving() as receiver:
+        streams, dispatcher, _ = await running(store, receiver)
+        try:
+            await receiver.wait_for(3)
+            await until(lambda: _checkpoint(streams, 3))
+            receiver.answer(*[Answer(500)] * 1000)
+            await fill(store, 1, "order-2")
+            await until(lambda: _has_requests(receiver, 2))
+            held = receiver.requests[-1]
+            await streams.redeliver("orders", 1, 2)  # restarts the runner: it goes first
+            await until(lambda: _redelivered(streams))
+            seen = len(receiver.requests)
+            await streams.stop("orders")  # a new runner reads the batch in flight back
+            await streams.start("orders")
+            await until(lambda: _has_requests(receiver, seen + 1))
+            receiver.script.clear()
+            await until(lambda: _checkpoint(streams, 4))
+            again = [r for r in receiver.requests if r.batch["events"][0]["position"] == 4]
+            assert {r.headers["webhook-id"] for r in again} == {held.headers["webhook-id"]}
+            assert {r.batch["batch_number"] for r in again} == {held.batch["batch_number"]}
+            redelivered = [r for r in receiver.requests if r.batch["events"][0]["position"] == 1]
+            ids = {r.headers["webhook-id"] for r in redelivered}
+            assert ids and held.headers["webhook-id"] not in ids
+        finally:
+            await dispatcher.close()
+
+
+async def _redelivered(streams: EventStreams) -> bool:
+    return any(a.redelivery for a in await streams.attempts("orders"))
+
+
+async def _has_requests(receiver: Receiver, count: int) -> bool:
+    return len(receiver.requests) >= count

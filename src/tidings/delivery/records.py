@@ -13,7 +13,7 @@ COLUMNS = [
     "id", "name", "type", "status", "definition", "signing", "generation", "checkpoint",
     "batch_number", "inflight_last", "reason", "owner", "lease_until_ms", "dispatch",
     "failing_since_ms", "last_error", "started_ms", "last_dispatch_ms", "delivered",
-    "batches", "attempts", "failures", "created_ms", "updated_ms",
+    "batches", "attempts", "failures", "created_ms", "updated_ms", "inflight_number",
 ]  # fmt: skip
 """The columns of the ``by_name``, ``by_id`` and ``list`` queries, in order."""
 
@@ -45,6 +45,7 @@ class Row(msgspec.Struct, frozen=True):
     failures: int
     created_ms: int
     updated_ms: int
+    inflight_number: int | None
 
     @classmethod
     def of(cls, values: tuple[Any, ...]) -> Row:

@@ -129,7 +129,10 @@ class Runner:
             for request in await self._room.rows("redeliveries", self.row.id):
                 number = await self._redeliver(request, number)
             async with LogFeed(store, start, self.filter, max(size, 100), name) as feed:
-                await self._loop(feed, pending, self.row.batch_number, number, stopping)
+                # The batch in flight keeps its own number: redelivered batches may
+                # have taken later ones since it was handed out.
+                own = self.row.inflight_number or self.row.batch_number
+                await self._loop(feed, pending, own, number, stopping)
                 await self._settle()
         except Stopping:
             await self._settle()

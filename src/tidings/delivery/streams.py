@@ -31,20 +31,12 @@ from tidings.delivery.records import (
 )
 from tidings.delivery.signing import SigningKeys, new_secret
 from tidings.delivery.ssrf import AddressPolicy, IPNetwork
-from tidings.errors import ConfigurationError, InvalidInput, NotFound, TidingsError
+from tidings.errors import AlreadyExists, ConfigurationError, InvalidInput, NotFound
 from tidings.store.base import StoreFront
 from tidings.store.rooms import Room, Step
 
 MAX_PAGE = 1000
 QUERIES = "eventstreams.sql"
-
-
-class AlreadyExists(TidingsError):
-    """A stream of that name exists already (a create that is not an upsert)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"event stream {name!r} exists already")
 
 
 def now_ms() -> int:
@@ -221,7 +213,7 @@ class EventStreams:
             self._changed(stream_id)
             return Created(await self.get(stream_id), secret, True)
         if not upsert:
-            raise AlreadyExists(definition.name)
+            raise AlreadyExists(f"event stream {definition.name!r}")
         info = await self.replace(definition.name, definition)
         return Created(info, None, False)
 

@@ -1,16 +1,15 @@
 """Managed event streams over HTTP: ``/eventstreams`` and its verbs.
 
-The work is ``tidings.delivery.streams``'; this module decodes bodies, checks that the
-caller is an admin (a stream's webhook sends the log out of the server, and its
-definition may hold credentials in headers) and turns refusals into statuses: 404 for
-no such stream, 409 ``already_exists`` for a taken name, 400 for a definition the
-checks refuse, 422 for one of the wrong shape.
+The work is ``tidings.delivery.streams``'; this module decodes bodies and checks that
+the caller is an admin (a stream's webhook sends the log out of the server, and its
+definition may hold credentials in headers). Refusals take their status from the one
+error table (``tidings.wire.ERRORS``): 404 for no such stream, 409 ``already_exists``
+for a taken name, 400 for a definition the checks refuse; 422 for one of the wrong
+shape.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,7 +18,7 @@ from starlette.responses import Response
 
 from tidings.delivery.definitions import Definition, is_id
 from tidings.delivery.records import Attempt, Parked, StreamInfo
-from tidings.delivery.streams import AlreadyExists, EventStreams
+from tidings.delivery.streams import EventStreams
 from tidings.errors import NotFound
 from tidings.server.auth import Caller
 from tidings.server.body import decode_body, reply
@@ -90,17 +89,6 @@ class ResetBody(msgspec.Struct, forbid_unknown_fields=True):
     position: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
-@contextlib.contextmanager
-def answers() -> Iterator[None]:
-    """404 for no such stream, 409 for a taken name."""
-    try:
-        yield
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except AlreadyExists as exc:
-        raise ApiError(409, "already_exists", str(exc)) from None
-
-
 def _created(info: StreamInfo, secret: str | None) -> StreamCreated:
     return StreamCreated(**msgspec.structs.asdict(info), secret=secret)
 
@@ -134,8 +122,7 @@ async def create(request: Request, node: NodeDep, streams: Streams) -> Response:
     """Store a stream and start it; 409 ``already_exists`` when the name is taken. The
     answer holds the webhook's signing secret, shown this once."""
     definition = await decode_body(request, Definition, node.settings.max_body_bytes)
-    with answers():
-        made = await streams.create(definition)
+    made = await streams.create(definition)
     return reply(_created(made.stream, made.secret), 201)
 
 
@@ -165,8 +152,7 @@ async def list_streams(
 )
 async def get_stream(name_or_id: str, streams: Streams) -> Response:
     """The definition as set, the status, and FireFly's statistics plus lag."""
-    with answers():
-        return reply(await streams.get(name_or_id))
+    return reply(await streams.get(name_or_id))
 
 
 @router.put(
@@ -184,19 +170,18 @@ async def put_stream(
     """Replace the definition (200), or create the stream when there is none of that
     name (201, with its secret). A new webhook ``secret`` rotates the signing key."""
     definition = await decode_body(request, Definition, node.settings.max_body_bytes)
-    with answers():
-        if not is_id(name_or_id) and definition.name != name_or_id:
-            raise ApiError(
-                400, "invalid_input", f"the body names {definition.name!r}, the path {name_or_id!r}"
-            )
-        try:
-            return reply(await streams.replace(name_or_id, definition))
-        except NotFound:
-            if is_id(name_or_id):
-                raise
-        made = await streams.create(definition, upsert=True)
-        status = 201 if made.created else 200
-        return reply(_created(made.stream, made.secret), status)
+    if not is_id(name_or_id) and definition.name != name_or_id:
+        raise ApiError(
+            400, "invalid_input", f"the body names {definition.name!r}, the path {name_or_id!r}"
+        )
+    try:
+        return reply(await streams.replace(name_or_id, definition))
+    except NotFound:
+        if is_id(name_or_id):
+            raise
+    made = await streams.create(definition, upsert=True)
+    status = 201 if made.created else 200
+    return reply(_created(made.stream, made.secret), status)
 
 
 @router.patch(
@@ -211,8 +196,7 @@ async def patch_stream(
     """A JSON merge patch of the definition: given fields replace, ``null`` ones go back
     to the server's default. The stream goes on from its checkpoint with them."""
     changes = await decode_body(request, dict[str, Any], node.settings.max_body_bytes)
-    with answers():
-        return reply(await streams.update(name_or_id, changes))
+    return reply(await streams.update(name_or_id, changes))
 
 
 @router.delete(
@@ -223,8 +207,7 @@ async def patch_stream(
 )
 async def delete_stream(name_or_id: str, streams: Streams) -> Response:
     """Stop the stream, then delete it with its attempts and parked events."""
-    with answers():
-        await streams.delete(name_or_id)
+    await streams.delete(name_or_id)
     return Response(status_code=204)
 
 
@@ -235,8 +218,7 @@ async def delete_stream(name_or_id: str, streams: Streams) -> Response:
 )
 async def start_stream(name_or_id: str, streams: Streams) -> Response:
     """Start delivering from the checkpoint."""
-    with answers():
-        return reply(await streams.start(name_or_id))
+    return reply(await streams.start(name_or_id))
 
 
 @router.post(
@@ -246,8 +228,7 @@ async def start_stream(name_or_id: str, streams: Streams) -> Response:
 )
 async def stop_stream(name_or_id: str, streams: Streams) -> Response:
     """Stop delivering; the checkpoint stays."""
-    with answers():
-        return reply(await streams.stop(name_or_id))
+    return reply(await streams.stop(name_or_id))
 
 
 @router.post(
@@ -263,8 +244,7 @@ async def reset_stream(
     body = ResetBody()
     if request.headers.get("content-length", "0") != "0":
         body = await decode_body(request, ResetBody, node.settings.max_body_bytes)
-    with answers():
-        return reply(await streams.reset(name_or_id, body.position))
+    return reply(await streams.reset(name_or_id, body.position))
 
 
 @router.post(
@@ -280,10 +260,7 @@ async def redeliver_stream(
     """Queue the range (of events delivered already, or of parked ones) to be sent again
     without moving the checkpoint; the stream's runner sends it before going on."""
     body = await decode_body(request, RedeliverBody, node.settings.max_body_bytes)
-    with answers():
-        found = await streams.redeliver(
-            name_or_id, body.from_position, body.to_position, body.parked
-        )
+    found = await streams.redeliver(name_or_id, body.from_position, body.to_position, body.parked)
     return reply(found, 202)
 
 
@@ -300,8 +277,7 @@ async def list_attempts(
 ) -> Response:
     """Every attempt (time, batch, positions, status code, duration, error, the start
     of the answer), newest first, for the retention window."""
-    with answers():
-        found = await streams.attempts(name_or_id, before, limit)
+    found = await streams.attempts(name_or_id, before, limit)
     return reply(AttemptsPage(found, found[-1].id if len(found) == limit else None))
 
 
@@ -317,6 +293,5 @@ async def list_parked(
     limit: Limit = 100,
 ) -> Response:
     """Events ``skip`` set aside, by position."""
-    with answers():
-        found = await streams.parked(name_or_id, after, limit)
+    found = await streams.parked(name_or_id, after, limit)
     return reply(ParkedPage(found, found[-1].position if len(found) == limit else None))

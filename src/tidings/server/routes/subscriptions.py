@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from tidings.errors import InvalidInput, NotFound
+from tidings.errors import InvalidInput
 from tidings.events import Filter
 from tidings.server.auth import Caller, Principal
 from tidings.server.body import decode_body, reply
@@ -62,11 +62,10 @@ Consumers = Annotated[PullConsumers, Depends(consumers_of)]
 
 @contextlib.contextmanager
 def answers() -> Iterator[None]:
-    """Turn the library's refusals into HTTP ones: 404, or 409 with the conflict's code."""
+    """Turn the library's conflicts into 409s with their codes (no such subscription is
+    404 by the one error table)."""
     try:
         yield
-    except NotFound as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
     except PullConflict as exc:
         raise ApiError(409, exc.code, str(exc), limit=exc.limit) from None
 

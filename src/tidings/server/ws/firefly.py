@@ -90,7 +90,7 @@ class Consumer:
     @property
     def name(self) -> str:
         """How attempts name this consumer: its node and connection."""
-        return f"{self.connection.node.id}/{self.connection.id}"
+        return f"node-{self.connection.node.id}/{self.connection.id}"
 
     def send(self, batch: Batch) -> asyncio.Future[tuple[str, str | None]]:
         """Send ``batch``; the future resolves with the answer (``ack``, ``nack``,
@@ -123,7 +123,8 @@ class Consumers:
     def __init__(self) -> None:
         self.attached: dict[str, list[Consumer]] = {}
         self._arrived: dict[str, asyncio.Event] = {}
-        self._turn = itertools.count()
+        self._turns: dict[str, itertools.count[int]] = {}
+        """Each stream's round-robin counter."""
         self.streams: EventStreams | None = None
         self.on_attach: Callable[[str], None] | None = None
 
@@ -207,7 +208,8 @@ class Consumers:
                 if wait:
                     raise Lost("no consumer attached here")  # the lease goes: see module
                 return Outcome("delivered", None, _ms(started), "no consumer: dropped")
-            chosen = consumers if broadcast else [consumers[next(self._turn) % len(consumers)]]
+            turn = self._turns.setdefault(row.id, itertools.count())
+            chosen = consumers if broadcast else [consumers[next(turn) % len(consumers)]]
             answers = [c.send(batch) for c in chosen]
             names = ",".join(c.name for c in chosen)
             try:
@@ -219,6 +221,9 @@ class Consumers:
                 error = f"no ack within {settings.ack_timeout:g} s"
                 return Outcome("failed", None, _ms(started), error, consumer=names)
             refused = [(kind, text) for kind, text in replies if kind != "ack"]
+            if broadcast and any(kind == "ack" for kind, _ in replies):
+                # delivered when every consumer that stayed acked: those that left do not count
+                refused = [(kind, text) for kind, text in refused if kind != "left"]
             if refused:
                 kind, text = refused[0]
                 error = f"{kind}: {text}" if text else kind

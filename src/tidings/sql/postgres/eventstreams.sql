@@ -9,14 +9,14 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
 ON CONFLICT DO NOTHING;
 
 -- name: by_name
-SELECT id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms FROM {schema}.eventstreams WHERE name = $1;
+SELECT id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms, inflight_number FROM {schema}.eventstreams WHERE name = $1;
 
 -- name: by_id
-SELECT id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms FROM {schema}.eventstreams WHERE id = $1;
+SELECT id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms, inflight_number FROM {schema}.eventstreams WHERE id = $1;
 
 -- name: list
 -- Filters are optional (NULL: any); paging by name, after the cursor $4.
-SELECT id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms FROM {schema}.eventstreams
+SELECT id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms, inflight_number FROM {schema}.eventstreams
 WHERE ($1::text IS NULL OR name = $1)
   AND ($2::text IS NULL OR status = $2)
   AND ($3::text IS NULL OR type = $3)
@@ -46,7 +46,8 @@ WHERE id = $1 AND status <> 'deleting';
 -- name: reset
 -- The batch in flight is forgotten: the next batch starts after the new checkpoint.
 UPDATE {schema}.eventstreams
-SET checkpoint = $2, inflight_last = NULL, failing_since_ms = NULL, last_error = NULL,
+SET checkpoint = $2, inflight_last = NULL, inflight_number = NULL, failing_since_ms = NULL,
+    last_error = NULL,
     generation = generation + 1, updated_ms = $3
 WHERE id = $1 AND status <> 'deleting';
 
@@ -89,7 +90,8 @@ UPDATE {schema}.eventstreams SET owner = NULL, lease_until_ms = 0 WHERE id = $1 
 -- name: hand_out
 -- Before a batch is sent: its number and last position, so that whoever sends it again
 -- (this node after a failure, another after a crash) sends the same batch.
-UPDATE {schema}.eventstreams SET batch_number = $4, inflight_last = $5, dispatch = 'dispatching'
+UPDATE {schema}.eventstreams
+SET batch_number = $4, inflight_number = $4, inflight_last = $5, dispatch = 'dispatching'
 WHERE id = $1 AND owner = $2 AND generation = $3;
 
 -- name: skip_to
@@ -131,7 +133,8 @@ WITH recorded AS (
     VALUES ($1, $6, $9, $10, $11, $4, $5, $12, $13, $14, $15, $16, $17, FALSE)
 )
 UPDATE {schema}.eventstreams
-SET checkpoint = $4, inflight_last = $8, batch_number = COALESCE($7, batch_number),
+SET checkpoint = $4, inflight_last = $8, inflight_number = $7,
+    batch_number = COALESCE($7, batch_number),
     delivered = delivered + $5, batches = batches + 1, attempts = attempts + 1,
     last_dispatch_ms = $6, dispatch = 'dispatching', failing_since_ms = NULL, last_error = NULL
 WHERE id = $1 AND owner = $2 AND generation = $3 AND checkpoint < $4;
@@ -169,7 +172,8 @@ DELETE FROM {schema}.eventstream_parked WHERE stream_id = $1 AND position BETWEE
 -- ``skip``: the batch's events are parked (in the same transaction) and the checkpoint
 -- passes them.
 UPDATE {schema}.eventstreams
-SET checkpoint = $4, inflight_last = NULL, batches = batches + 1, last_dispatch_ms = $5,
+SET checkpoint = $4, inflight_last = NULL, inflight_number = NULL, batches = batches + 1,
+    last_dispatch_ms = $5,
     dispatch = 'skipped', failing_since_ms = NULL
 WHERE id = $1 AND owner = $2 AND generation = $3 AND checkpoint < $4;
 
@@ -220,4 +224,4 @@ UPDATE {schema}.eventstreams SET attempts = attempts + 1 WHERE id = $1;
 -- claimed one by one, by a node where their consumers are).
 UPDATE {schema}.eventstreams SET owner = $1, lease_until_ms = $3, started_ms = $2
 WHERE status = 'started' AND type = 'webhook' AND (owner IS NULL OR lease_until_ms < $2)
-RETURNING id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms;
+RETURNING id, name, type, status, definition, signing, generation, checkpoint, batch_number, inflight_last, reason, owner, lease_until_ms, dispatch, failing_since_ms, last_error, started_ms, last_dispatch_ms, delivered, batches, attempts, failures, created_ms, updated_ms, inflight_number;

@@ -221,7 +221,8 @@ CREATE TABLE {schema}.eventstreams (
     attempts BIGINT NOT NULL DEFAULT 0,
     failures BIGINT NOT NULL DEFAULT 0,
     created_ms BIGINT NOT NULL,
-    updated_ms BIGINT NOT NULL
+    updated_ms BIGINT NOT NULL,
+    inflight_number BIGINT
 );
 
 CREATE TABLE {schema}.eventstream_attempts (

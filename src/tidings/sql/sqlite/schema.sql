@@ -151,7 +151,8 @@ CREATE TABLE tidings_eventstreams (
     attempts INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
+    updated_ms INTEGER NOT NULL,
+    inflight_number INTEGER
 );
 
 CREATE TABLE tidings_eventstream_attempts (
