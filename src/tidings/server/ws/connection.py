@@ -214,6 +214,7 @@ class Connection:
                     )
                     return
                 else:
+                    self._limit(None)
                     await self.node.consumers.handle(self, found)
             except protocol.BadMessage as exc:
                 if self.who is None:  # before the caller is known, only a good auth will do
@@ -230,12 +231,7 @@ class Connection:
             if self.who is not None:
                 self._welcome(message.id)
             return
-        limiter = self.node.ws_limiter
-        if limiter is not None:
-            try:
-                limiter.check(self.who.subject)
-            except ApiError as exc:
-                raise protocol.BadMessage("rate_limited", exc.body.message, message.id) from None
+        self._limit(message.id)
         if isinstance(message, protocol.Ack):
             self._sub(message.sub, message.id).ack(message.batch, message.id)
         elif isinstance(message, protocol.Subscribe):
@@ -255,6 +251,15 @@ class Connection:
             self._watch(message)
         else:
             await self._channels(message)
+
+    def _limit(self, id: protocol.Id) -> None:
+        """``rate_limited`` past the caller's messages per second."""
+        limiter = self.node.ws_limiter
+        if limiter is not None and self.who is not None:
+            try:
+                limiter.check(self.who.subject)
+            except ApiError as exc:
+                raise protocol.BadMessage("rate_limited", exc.body.message, id) from None
 
     def _watch(self, message: protocol.Watch | protocol.Want | protocol.Unwatch) -> None:
         who, id = self.who, message.id
