@@ -199,6 +199,7 @@ async def test_batches_arrive_in_order_signed_and_the_checkpoint_follows(
             numbers = [r.batch["batch_number"] for r in receiver.requests]
             assert numbers == list(range(1, len(numbers) + 1))
             event = receiver.requests[0].batch["events"][0]
+            assert (event["data"], event["metadata"], event["type"]) == ({"n": 0}, {}, "Placed")
             assert set(event) == {"id", "stream", "type", "data", "metadata", "version",
                                   "position", "time"}  # fmt: skip
 

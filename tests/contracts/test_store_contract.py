@@ -15,6 +15,7 @@ import pytest
 
 import tidings
 from tidings import ANY, NO_STREAM, STREAM_EXISTS, Audit, Filter, NewEvent
+from tidings.store.base import StoreFront
 
 pytestmark = pytest.mark.remote
 
@@ -613,3 +614,15 @@ async def test_closing_finishes_appends_already_made(store_url: str) -> None:
     await store.close()
     results = await asyncio.wait_for(asyncio.gather(*appends), 10)
     assert sorted(r.position for r in results) == list(range(1, 51))
+
+
+async def test_raw_pages_carry_the_stored_json_undecoded(store: tidings.EventStore) -> None:
+    data = {"name": "Zoë", "items": [1, 2.5, None], "nested": {"ok": True}}
+    await store.append("order-1", [tidings.NewEvent("Placed", data, {"by": "alice"})])
+    assert isinstance(store, StoreFront)
+    [page] = [p async for p in store.read_all_pages(raw=True)]
+    [event] = page
+    for value, expected in ((event.data, data), (event.metadata, {"by": "alice"})):
+        decoded = msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
+        assert decoded == expected
+    assert msgspec.json.decode(msgspec.json.encode(event))["data"] == data

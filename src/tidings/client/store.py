@@ -224,7 +224,9 @@ class RemoteStore(StoreFront):
         page = await self._call("GET", path, StreamPage, params=params)
         return page.events
 
-    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
+    async def _log_page(
+        self, after: int, filter: Filter | None, size: int, raw: bool = False
+    ) -> list[RecordedEvent]:
         params = [("from_position", after), ("limit", size), *_filter_params(filter)]
         page = await self._call("GET", "/events", LogPage, params=params)
         return page.events
@@ -309,10 +311,11 @@ class RemoteStore(StoreFront):
         limit: int | None = None,
         follow: bool = False,
         page_size: int | None = None,
+        raw: bool = False,
     ) -> AsyncIterator[list[RecordedEvent]]:
         """``read_all`` a page at a time; with ``follow=True``, live over the server's
         WebSocket (acked batches; over SSE from a server without one), resuming by
-        itself after a cut."""
+        itself after a cut. (``raw`` is taken and ignored: events arrive decoded.)"""
         if not follow:
             async for page in super().read_all_pages(
                 from_position, filter, limit, False, page_size

@@ -128,7 +128,8 @@ class Runner:
         try:
             for request in await self._room.rows("redeliveries", self.row.id):
                 number = await self._redeliver(request, number)
-            async with LogFeed(store, start, self.filter, max(size, 100), name) as feed:
+            # Raw: events are passed on, not looked into, so their JSON is not decoded.
+            async with LogFeed(store, start, self.filter, max(size, 100), name, True) as feed:
                 # The batch in flight keeps its own number: redelivered batches may
                 # have taken later ones since it was handed out.
                 own = self.row.inflight_number or self.row.batch_number

@@ -389,11 +389,15 @@ class StoreFront(abc.ABC):
         limit: int | None = None,
         follow: bool = False,
         page_size: int | None = None,
+        raw: bool = False,
     ) -> AsyncIterator[list[RecordedEvent]]:
         """``read_all``, a page (a non-empty list of up to ``page_size`` events) at a time.
 
         For readers that handle events in batches (subscriptions, HTTP pages): it spares
         a step of the iterator per event. The next page is read while one is consumed.
+        With ``raw=True`` each event's ``data`` and ``metadata`` are the stored JSON as a
+        ``msgspec.Raw``, not decoded: for readers that only pass events on (encoding a
+        Raw writes it out as it is), such as event-stream delivery.
         """
         self._check_open()
         position = check_position(from_position, "from_position")
@@ -405,7 +409,7 @@ class StoreFront(abc.ABC):
         page_limit = None if pattern is not None else remaining
 
         async def fetch(after: int, size: int) -> list[RecordedEvent]:
-            return await self._log_page(after, db_filter, size)
+            return await self._log_page(after, db_filter, size, raw)
 
         retry = _RETRY_FIRST
         while remaining is None or remaining > 0:
@@ -468,8 +472,11 @@ class StoreFront(abc.ABC):
         """Up to ``size`` events of ``stream`` from ``version`` up (or down, backwards)."""
 
     @abc.abstractmethod
-    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
-        """Up to ``size`` events past position ``after`` that pass ``filter``."""
+    async def _log_page(
+        self, after: int, filter: Filter | None, size: int, raw: bool = False
+    ) -> list[RecordedEvent]:
+        """Up to ``size`` events past position ``after`` that pass ``filter`` (with
+        ``raw``, data and metadata may stay undecoded, as ``msgspec.Raw``)."""
 
     @abc.abstractmethod
     async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:

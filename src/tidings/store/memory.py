@@ -92,8 +92,10 @@ class MemoryStore(StoreFront):
             chosen = positions[version : version + size]
         return [self._event(self._log[p - 1]) for p in chosen]
 
-    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
-        page: list[RecordedEvent] = []
+    async def _log_page(
+        self, after: int, filter: Filter | None, size: int, raw: bool = False
+    ) -> list[RecordedEvent]:
+        page: list[RecordedEvent] = []  # raw or not: the values are held decoded
         for stored in self._log[after:]:
             event = self._event(stored)
             if filter is None or filter.matches(event):

@@ -346,9 +346,11 @@ class PostgresStore(StoreFront):
         query = self._q["read_stream_backward" if backwards else "read_stream_forward"]
         return postgres_events(await self._fetch(query, stream, version, size))
 
-    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
+    async def _log_page(
+        self, after: int, filter: Filter | None, size: int, raw: bool = False
+    ) -> list[RecordedEvent]:
         query, args = self._read_all_query(filter)
-        return postgres_events(await self._fetch(query, after, *args, size))
+        return postgres_events(await self._fetch(query, after, *args, size), raw)
 
     async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:
         rows = await self._fetch(self._q["list_streams"], after, prefix, size)

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, SafeUUID
 
+from msgspec import Raw
+
 from tidings.codec import decode_json
 from tidings.events import RecordedEvent
 
@@ -54,17 +56,19 @@ class TimeCache:
         return self._dt
 
 
-def sqlite_events(rows: list[tuple[Any, ...]]) -> list[RecordedEvent]:
-    """RecordedEvents from SQLite rows: position, id, stream, version, type, data, metadata, ms."""
+def sqlite_events(rows: list[tuple[Any, ...]], raw: bool = False) -> list[RecordedEvent]:
+    """RecordedEvents from SQLite rows: position, id, stream, version, type, data, metadata, ms
+    (with ``raw``, data and metadata as ``msgspec.Raw``)."""
     at = TimeCache()
-    decode = decode_json
+    decode: Any = Raw if raw else decode_json
+    decode_meta: Any = Raw if raw else decode_metadata
     return [
         RecordedEvent(
             uuid_from_bytes(id_),
             stream,
             type_,
             decode(data),
-            decode_metadata(meta),
+            decode_meta(meta),
             version,
             position,
             at(ms),
@@ -73,12 +77,12 @@ def sqlite_events(rows: list[tuple[Any, ...]]) -> list[RecordedEvent]:
     ]
 
 
-def postgres_events(rows: list[Any]) -> list[RecordedEvent]:
-    """RecordedEvents from asyncpg records (ids and times are already decoded by the driver)."""
-    decode = decode_json
+def postgres_events(rows: list[Any], raw: bool = False) -> list[RecordedEvent]:
+    """RecordedEvents from asyncpg records (ids and times are already decoded by the driver;
+    with ``raw``, data and metadata as ``msgspec.Raw``)."""
+    decode: Any = Raw if raw else decode_json
+    decode_meta: Any = Raw if raw else decode_metadata
     return [
-        RecordedEvent(
-            id_, stream, type_, decode(data), decode_metadata(meta), version, position, time
-        )
+        RecordedEvent(id_, stream, type_, decode(data), decode_meta(meta), version, position, time)
         for position, id_, stream, version, type_, data, meta, time in rows
     ]

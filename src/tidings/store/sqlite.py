@@ -374,10 +374,12 @@ class SQLiteStore(StoreFront):
             lambda c: sqlite_events(c.execute(query, (stream, version, size)).fetchall())
         )
 
-    async def _log_page(self, after: int, filter: Filter | None, size: int) -> list[RecordedEvent]:
+    async def _log_page(
+        self, after: int, filter: Filter | None, size: int, raw: bool = False
+    ) -> list[RecordedEvent]:
         sql, args = _read_all_query(filter)
         return await self._read(
-            lambda c: sqlite_events(c.execute(sql, (after, *args, size)).fetchall())
+            lambda c: sqlite_events(c.execute(sql, (after, *args, size)).fetchall(), raw)
         )
 
     async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:

@@ -23,9 +23,16 @@ class LogFeed:
     """Follows the log from ``start`` (exclusive) and hands out batches of its events."""
 
     def __init__(
-        self, store: StoreFront, start: int, filter: Filter | None, page_size: int, name: str
+        self,
+        store: StoreFront,
+        start: int,
+        filter: Filter | None,
+        page_size: int,
+        name: str,
+        raw: bool = False,
     ) -> None:
         self._store = store
+        self._raw = raw
         self._start = start
         self._filter = filter
         self._page_size = max(1, min(page_size, 100_000))
@@ -51,7 +58,7 @@ class LogFeed:
 
     async def _read(self) -> None:
         pages = self._store.read_all_pages(
-            self._start, self._filter, follow=True, page_size=self._page_size
+            self._start, self._filter, follow=True, page_size=self._page_size, raw=self._raw
         )
         async for page in pages:
             await self._pages.put(page)
