@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import msgspec
 import pytest
@@ -168,54 +170,51 @@ def test_a_batch_size_out_of_bounds_does_not_decode(size: int) -> None:
 # -- delivery ------------------------------------------------------------------------
 
 
+@asynccontextmanager
 async def running(
     store: tidings.EventStore, receiver: Receiver, defaults: Defaults = FAST, **options: object
-) -> tuple[EventStreams, Dispatcher, str]:
+) -> AsyncIterator[tuple[EventStreams, str]]:
+    """A stream to ``receiver`` (its API and secret), run by a dispatcher while inside."""
     streams = streams_on(store, defaults)
     created = await streams.create(hook(receiver.url, **options))
-    dispatcher = Dispatcher(streams)
-    await dispatcher.start()
     assert created.secret is not None
-    return streams, dispatcher, created.secret
+    async with Dispatcher(streams):
+        yield streams, created.secret
 
 
 async def test_batches_arrive_in_order_signed_and_the_checkpoint_follows(
     store: tidings.EventStore,
 ) -> None:
     await fill(store, 25)
-    async with receiving() as receiver:
-        streams, dispatcher, secret = await running(store, receiver)
-        try:
-            await receiver.wait_for(25)
-            await fill(store, 5, "order-2")
-            await receiver.wait_for(30)
-            assert receiver.positions() == list(range(1, 31))
-            verifier = standardwebhooks.Webhook(secret)
-            for request in receiver.requests:
-                verifier.verify(request.body, request.headers)
-                batch = request.batch
-                assert len(batch["events"]) <= 10 and batch["stream"] == "orders"
-                assert request.headers["webhook-id"] == batch["batch_id"]
-            numbers = [r.batch["batch_number"] for r in receiver.requests]
-            assert numbers == list(range(1, len(numbers) + 1))
-            event = receiver.requests[0].batch["events"][0]
-            assert (event["data"], event["metadata"], event["type"]) == ({"n": 0}, {}, "Placed")
-            assert set(event) == {"id", "stream", "type", "data", "metadata", "version",
-                                  "position", "time"}  # fmt: skip
+    async with receiving() as receiver, running(store, receiver) as (streams, secret):
+        await receiver.wait_for(25)
+        await fill(store, 5, "order-2")
+        await receiver.wait_for(30)
+        assert receiver.positions() == list(range(1, 31))
+        verifier = standardwebhooks.Webhook(secret)
+        for request in receiver.requests:
+            verifier.verify(request.body, request.headers)
+            batch = request.batch
+            assert len(batch["events"]) <= 10 and batch["stream"] == "orders"
+            assert request.headers["webhook-id"] == batch["batch_id"]
+        numbers = [r.batch["batch_number"] for r in receiver.requests]
+        assert numbers == list(range(1, len(numbers) + 1))
+        event = receiver.requests[0].batch["events"][0]
+        assert (event["data"], event["metadata"], event["type"]) == ({"n": 0}, {}, "Placed")
+        assert set(event) == {"id", "stream", "type", "data", "metadata", "version",
+                              "position", "time"}  # fmt: skip
 
-            async def caught_up() -> bool:
-                return (await streams.get("orders")).stats.checkpoint == 30
+        async def caught_up() -> bool:
+            return (await streams.get("orders")).stats.checkpoint == 30
 
-            await until(caught_up)
-            stats = (await streams.get("orders")).stats
-            assert stats.delivered == 30 and stats.lag == 0 and stats.attempts == stats.batches
+        await until(caught_up)
+        stats = (await streams.get("orders")).stats
+        assert stats.delivered == 30 and stats.lag == 0 and stats.attempts == stats.batches
 
-            async def complete() -> bool:
-                return (await streams.get("orders")).stats.status == "complete"
+        async def complete() -> bool:
+            return (await streams.get("orders")).stats.status == "complete"
 
-            await until(complete)
-        finally:
-            await dispatcher.close()
+        await until(complete)
 
 
 async def test_failures_are_retried_with_the_same_id_and_nothing_is_lost(
@@ -224,8 +223,7 @@ async def test_failures_are_retried_with_the_same_id_and_nothing_is_lost(
     await fill(store, 12)
     async with receiving() as receiver:
         receiver.answer(Answer(500), Answer(503), Answer(302, {"location": "http://127.0.0.1:1/"}))
-        streams, dispatcher, _ = await running(store, receiver)
-        try:
+        async with running(store, receiver) as (streams, _):
             await receiver.wait_for(12)
             first_ids = [r.headers["webhook-id"] for r in receiver.requests[:4]]
             assert len(set(first_ids)) == 1  # three failures, then the same batch lands
@@ -235,8 +233,6 @@ async def test_failures_are_retried_with_the_same_id_and_nothing_is_lost(
                 "failed", "throttled", "failed", "delivered"
             ]  # fmt: skip
             assert attempts[-1].status_code == 500 and attempts[-1].response == "ok"
-        finally:
-            await dispatcher.close()
 
 
 async def test_retry_after_is_honoured(store: tidings.EventStore) -> None:
@@ -244,21 +240,17 @@ async def test_retry_after_is_honoured(store: tidings.EventStore) -> None:
     async with receiving() as receiver:
         receiver.answer(Answer(429, {"retry-after": "1"}))
         defaults = msgspec.structs.replace(FAST, retry_timeout=5.0)
-        _, dispatcher, _ = await running(store, receiver, defaults)
-        try:
+        async with running(store, receiver, defaults) as (_, _):
             await receiver.wait_for(1)
             first, second = receiver.requests[:2]
             assert second.at - first.at >= 0.95
-        finally:
-            await dispatcher.close()
 
 
 async def test_gone_stops_the_stream_with_the_reason(store: tidings.EventStore) -> None:
     await fill(store, 3)
     async with receiving() as receiver:
         receiver.answer(Answer(410))
-        streams, dispatcher, _ = await running(store, receiver)
-        try:
+        async with running(store, receiver) as (streams, _):
 
             async def stopped() -> bool:
                 return (await streams.get("orders")).status == "stopped"
@@ -269,16 +261,13 @@ async def test_gone_stops_the_stream_with_the_reason(store: tidings.EventStore) 
             assert info.stats.checkpoint == 0
             await asyncio.sleep(0.2)
             assert len(receiver.requests) == 1
-        finally:
-            await dispatcher.close()
 
 
 async def test_skip_parks_a_failing_batch_and_goes_on(store: tidings.EventStore) -> None:
     await fill(store, 3)
     async with receiving() as receiver:
         receiver.answer(*[Answer(500)] * 1000)
-        streams, dispatcher, _ = await running(store, receiver, error_handling="skip")
-        try:
+        async with running(store, receiver, error_handling="skip") as (streams, _):
             await until(lambda: _parked(streams, 3))
             receiver.script.clear()
             await fill(store, 2, "order-2")
@@ -288,8 +277,6 @@ async def test_skip_parks_a_failing_batch_and_goes_on(store: tidings.EventStore)
             assert [p.position for p in parked] == [1, 2, 3]
             assert "HTTP 500" in parked[0].reason
             assert (await streams.get("orders")).stats.parked == 3
-        finally:
-            await dispatcher.close()
 
 
 async def _parked(streams: EventStreams, count: int) -> bool:
@@ -300,8 +287,7 @@ async def test_block_holds_the_batch_until_it_lands(store: tidings.EventStore) -
     await fill(store, 3)
     async with receiving() as receiver:
         receiver.answer(*[Answer(500)] * 1000)
-        streams, dispatcher, _ = await running(store, receiver)
-        try:
+        async with running(store, receiver) as (streams, _):
 
             async def blocked() -> bool:
                 return (await streams.get("orders")).stats.status == "blocked"
@@ -312,25 +298,22 @@ async def test_block_holds_the_batch_until_it_lands(store: tidings.EventStore) -
             await receiver.wait_for(3)
             assert receiver.positions() == [1, 2, 3]
             assert await streams.parked("orders") == []
-        finally:
-            await dispatcher.close()
 
 
 async def test_a_filtered_out_stretch_moves_the_checkpoint(store: tidings.EventStore) -> None:
     await fill(store, 2, "order-1")
     await fill(store, 30, "invoice-1")
-    async with receiving() as receiver:
-        streams, dispatcher, _ = await running(store, receiver, filter={"categories": ["order"]})
-        try:
-            await receiver.wait_for(2)
+    async with (
+        receiving() as receiver,
+        running(store, receiver, filter={"categories": ["order"]}) as (streams, _),
+    ):
+        await receiver.wait_for(2)
 
-            async def passed() -> bool:
-                return (await streams.get("orders")).stats.checkpoint == 32
+        async def passed() -> bool:
+            return (await streams.get("orders")).stats.checkpoint == 32
 
-            await until(passed)
-            assert receiver.positions() == [1, 2]
-        finally:
-            await dispatcher.close()
+        await until(passed)
+        assert receiver.positions() == [1, 2]
 
 
 @pytest.mark.durable
@@ -338,9 +321,8 @@ async def test_started_streams_start_again_with_the_server(store_url: str) -> No
     async with receiving() as receiver:
         async with await tidings.connect(store_url) as store:
             await fill(store, 3)
-            _, dispatcher, _ = await running(store, receiver)
-            await receiver.wait_for(3)
-            await dispatcher.close()
+            async with running(store, receiver):
+                await receiver.wait_for(3)
         async with await tidings.connect(store_url) as store:
             await fill(store, 2, "order-2")
             streams = streams_on(store)
@@ -352,7 +334,10 @@ async def test_started_streams_start_again_with_the_server(store_url: str) -> No
 async def test_a_stream_deleted_while_running_stops_delivering(store: tidings.EventStore) -> None:
     await fill(store, 3)
     async with receiving() as receiver:
-        streams, dispatcher, _ = await running(store, receiver)
+        streams = streams_on(store)
+        await streams.create(hook(receiver.url))
+        dispatcher = Dispatcher(streams)
+        await dispatcher.start()
         try:
             await receiver.wait_for(3)
             await streams.delete("orders")
@@ -367,25 +352,21 @@ async def test_a_stream_deleted_while_running_stops_delivering(store: tidings.Ev
 
 async def test_a_rotated_secret_signs_beside_the_old_one(store: tidings.EventStore) -> None:
     await fill(store, 1)
-    async with receiving() as receiver:
-        streams, dispatcher, old = await running(store, receiver)
-        try:
-            await receiver.wait_for(1)
-            new = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
-            definition = hook(receiver.url)
-            assert definition.webhook is not None
-            rotated = msgspec.structs.replace(
-                definition, webhook=msgspec.structs.replace(definition.webhook, secret=new)
-            )
-            await streams.replace("orders", rotated)
-            await fill(store, 1, "order-2")
-            await receiver.wait_for(2)
-            last = receiver.requests[-1]
-            standardwebhooks.Webhook(old).verify(last.body, last.headers)
-            standardwebhooks.Webhook(new).verify(last.body, last.headers)
-            assert len(last.headers["webhook-signature"].split(" ")) == 2
-        finally:
-            await dispatcher.close()
+    async with receiving() as receiver, running(store, receiver) as (streams, old):
+        await receiver.wait_for(1)
+        new = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
+        definition = hook(receiver.url)
+        assert definition.webhook is not None
+        rotated = msgspec.structs.replace(
+            definition, webhook=msgspec.structs.replace(definition.webhook, secret=new)
+        )
+        await streams.replace("orders", rotated)
+        await fill(store, 1, "order-2")
+        await receiver.wait_for(2)
+        last = receiver.requests[-1]
+        standardwebhooks.Webhook(old).verify(last.body, last.headers)
+        standardwebhooks.Webhook(new).verify(last.body, last.headers)
+        assert len(last.headers["webhook-signature"].split(" ")) == 2
 
 
 async def test_a_webhook_on_a_refused_address_is_never_contacted(
@@ -416,8 +397,7 @@ async def test_a_redefinition_with_a_batch_in_flight_skips_nothing(
     async with receiving() as receiver:
         receiver.answer(*[Answer(500)] * 1000)
         defaults = msgspec.structs.replace(FAST, batch_size=20, retry_timeout=30.0)
-        streams, dispatcher, _ = await running(store, receiver, defaults)
-        try:
+        async with running(store, receiver, defaults) as (streams, _):
 
             async def failing() -> bool:
                 return len(receiver.requests) >= 2
@@ -431,35 +411,29 @@ async def test_a_redefinition_with_a_batch_in_flight_skips_nothing(
 
             await until(all_arrived)
             assert receiver.positions() == sorted(receiver.positions())
-        finally:
-            await dispatcher.close()
 
 
 async def test_a_range_is_redelivered_without_moving_the_checkpoint(
     store: tidings.EventStore,
 ) -> None:
     await fill(store, 12)
-    async with receiving() as receiver:
-        streams, dispatcher, _ = await running(store, receiver)
-        try:
-            await receiver.wait_for(12)
-            await until(lambda: _checkpoint(streams, 12))
-            first_ids = {r.headers["webhook-id"] for r in receiver.requests}
-            with pytest.raises(InvalidInput, match="past the checkpoint"):
-                await streams.redeliver("orders", 5, 13)
-            await streams.redeliver("orders", 3, 7)
-            await receiver.wait_for(17)
-            again = receiver.requests[len(first_ids) :]
-            assert [e["position"] for r in again for e in r.batch["events"]] == [3, 4, 5, 6, 7]
-            assert not first_ids & {r.headers["webhook-id"] for r in again}
-            await fill(store, 1, "order-2")
-            await receiver.wait_for(18)
-            assert receiver.positions()[-1] == 13
-            assert (await streams.get("orders")).stats.checkpoint >= 12
-            attempts = await streams.attempts("orders")
-            assert sum(a.redelivery for a in attempts) == 1
-        finally:
-            await dispatcher.close()
+    async with receiving() as receiver, running(store, receiver) as (streams, _):
+        await receiver.wait_for(12)
+        await until(lambda: _checkpoint(streams, 12))
+        first_ids = {r.headers["webhook-id"] for r in receiver.requests}
+        with pytest.raises(InvalidInput, match="past the checkpoint"):
+            await streams.redeliver("orders", 5, 13)
+        await streams.redeliver("orders", 3, 7)
+        await receiver.wait_for(17)
+        again = receiver.requests[len(first_ids) :]
+        assert [e["position"] for r in again for e in r.batch["events"]] == [3, 4, 5, 6, 7]
+        assert not first_ids & {r.headers["webhook-id"] for r in again}
+        await fill(store, 1, "order-2")
+        await receiver.wait_for(18)
+        assert receiver.positions()[-1] == 13
+        assert (await streams.get("orders")).stats.checkpoint >= 12
+        attempts = await streams.attempts("orders")
+        assert sum(a.redelivery for a in attempts) == 1
 
 
 async def _checkpoint(streams: EventStreams, position: int) -> bool:
@@ -472,8 +446,7 @@ async def test_parked_events_are_redelivered_and_parked_no_more(
     await fill(store, 3)
     async with receiving() as receiver:
         receiver.answer(*[Answer(500)] * 1000)
-        streams, dispatcher, _ = await running(store, receiver, error_handling="skip")
-        try:
+        async with running(store, receiver, error_handling="skip") as (streams, _):
             await until(lambda: _parked(streams, 3))
             receiver.script.clear()
             await streams.redeliver("orders", 1, 100, parked=True)
@@ -481,8 +454,6 @@ async def test_parked_events_are_redelivered_and_parked_no_more(
             assert receiver.positions() == [1, 2, 3]
             await until(lambda: _parked(streams, 0))
             assert (await streams.get("orders")).stats.parked == 0
-        finally:
-            await dispatcher.close()
 
 
 async def test_a_named_proxy_carries_the_post_and_judges_the_target(
@@ -508,31 +479,27 @@ async def test_the_batch_in_flight_keeps_its_number_and_id_after_a_redelivery(
     store: tidings.EventStore,
 ) -> None:
     await fill(store, 3)
-    async with receiving() as receiver:
-        streams, dispatcher, _ = await running(store, receiver)
-        try:
-            await receiver.wait_for(3)
-            await until(lambda: _checkpoint(streams, 3))
-            receiver.answer(*[Answer(500)] * 1000)
-            await fill(store, 1, "order-2")
-            await until(lambda: _has_requests(receiver, 2))
-            held = receiver.requests[-1]
-            await streams.redeliver("orders", 1, 2)  # restarts the runner: it goes first
-            await until(lambda: _redelivered(streams))
-            seen = len(receiver.requests)
-            await streams.stop("orders")  # a new runner reads the batch in flight back
-            await streams.start("orders")
-            await until(lambda: _has_requests(receiver, seen + 1))
-            receiver.script.clear()
-            await until(lambda: _checkpoint(streams, 4))
-            again = [r for r in receiver.requests if r.batch["events"][0]["position"] == 4]
-            assert {r.headers["webhook-id"] for r in again} == {held.headers["webhook-id"]}
-            assert {r.batch["batch_number"] for r in again} == {held.batch["batch_number"]}
-            redelivered = [r for r in receiver.requests if r.batch["events"][0]["position"] == 1]
-            ids = {r.headers["webhook-id"] for r in redelivered}
-            assert ids and held.headers["webhook-id"] not in ids
-        finally:
-            await dispatcher.close()
+    async with receiving() as receiver, running(store, receiver) as (streams, _):
+        await receiver.wait_for(3)
+        await until(lambda: _checkpoint(streams, 3))
+        receiver.answer(*[Answer(500)] * 1000)
+        await fill(store, 1, "order-2")
+        await until(lambda: _has_requests(receiver, 2))
+        held = receiver.requests[-1]
+        await streams.redeliver("orders", 1, 2)  # restarts the runner: it goes first
+        await until(lambda: _redelivered(streams))
+        seen = len(receiver.requests)
+        await streams.stop("orders")  # a new runner reads the batch in flight back
+        await streams.start("orders")
+        await until(lambda: _has_requests(receiver, seen + 1))
+        receiver.script.clear()
+        await until(lambda: _checkpoint(streams, 4))
+        again = [r for r in receiver.requests if r.batch["events"][0]["position"] == 4]
+        assert {r.headers["webhook-id"] for r in again} == {held.headers["webhook-id"]}
+        assert {r.batch["batch_number"] for r in again} == {held.batch["batch_number"]}
+        redelivered = [r for r in receiver.requests if r.batch["events"][0]["position"] == 1]
+        ids = {r.headers["webhook-id"] for r in redelivered}
+        assert ids and held.headers["webhook-id"] not in ids
 
 
 async def _redelivered(streams: EventStreams) -> bool:
