@@ -508,3 +508,24 @@ async def _redelivered(streams: EventStreams) -> bool:
 
 async def _has_requests(receiver: Receiver, count: int) -> bool:
     return len(receiver.requests) >= count
+
+
+async def test_a_stream_failing_for_disable_after_is_stopped_with_the_reason(
+    store: tidings.EventStore,
+) -> None:
+    await fill(store, 2)
+    defaults = msgspec.structs.replace(FAST, retry_timeout=30.0, disable_after=0.3)
+    async with receiving() as receiver:
+        receiver.answer(*[Answer(503)] * 1000)
+        async with running(store, receiver, defaults) as (streams, _):
+
+            async def stopped() -> bool:
+                return (await streams.get("orders")).status == "stopped"
+
+            await until(stopped)
+            info = await streams.get("orders")
+            assert info.reason is not None and "failing without a break" in info.reason
+            assert info.stats.checkpoint == 0 and info.stats.failures >= 1
+            seen = len(receiver.requests)
+            await asyncio.sleep(0.3)
+            assert len(receiver.requests) == seen  # a stopped stream posts nothing more

@@ -191,3 +191,25 @@ async def test_start_refuses_unknown_and_webhook_streams(main_server: Served) ->
                     if message["type"] == "error":
                         break
             assert message["error"] == code, message
+
+
+async def test_without_wait_batches_nobody_takes_are_dropped_and_recorded(
+    main_server: Served,
+) -> None:
+    cat = category()
+    async with http_client(main_server) as http:
+        await make(http, definition(cat, cat, wait=False))
+        async with consumers(main_server, cat, 1) as [consumer]:
+            await append(http, f"{cat}-1", 2)
+            first = await consumer.batch()
+            await consumer.answer(first)
+            await until_delivered(http, cat, 2)
+        await append(http, f"{cat}-1", 3)  # nobody attached now: dropped, not waited for
+        for _ in range(200):
+            info = (await http.get(f"/eventstreams/{cat}")).json()
+            if info["stats"]["checkpoint"] >= info["stats"]["highest_detected"]:
+                break
+            await asyncio.sleep(0.05)
+        attempts = (await http.get(f"/eventstreams/{cat}/attempts")).json()["items"]
+        assert attempts[0]["error"] == "no consumer: dropped"
+        assert attempts[0]["outcome"] == "delivered"
