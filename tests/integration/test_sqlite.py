@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,24 @@ async def test_two_stores_on_one_file_share_the_log(sqlite_url: str) -> None:
             await two.append("s-1", [tidings.NewEvent("B", {})], expected_version=tidings.NO_STREAM)
         await two.append("s-1", [tidings.NewEvent("B", {})], expected_version=0)
         assert [e.position async for e in one.read_all()] == [1, 2]
+
+
+async def test_opening_a_file_another_process_holds_waits_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    # Still a rollback journal, and another process mid-write: the WAL switch needs the
+    # file alone, and SQLite refuses it at once rather than risk a deadlock waiting.
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        async with await tidings.connect(f"sqlite:///{path}") as store:
+            await store.append("s-1", [tidings.NewEvent("A", {})])
+            assert await store.head() == 1
+        assert time.monotonic() - started >= 0.25
+    finally:
+        release.join()
+        holder.close()

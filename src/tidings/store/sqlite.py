@@ -40,6 +40,7 @@ from tidings.store.sqlite_side import (
     Lease,
     SideWrites,
     begin_immediate,
+    is_busy,
     lending,
     run_side,
 )
@@ -156,7 +157,7 @@ class SQLiteStore(StoreFront):
         conn = self._connect()
         self._writer_conn = conn
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._switch_to_wal(conn)
             if mode.lower() != "wal":
                 raise StoreUnavailable(self.url, f"could not switch to WAL (journal_mode={mode})")
             self._migrate(conn)
@@ -168,6 +169,26 @@ class SQLiteStore(StoreFront):
             target=self._write_loop, name="tidings-sqlite-writer", daemon=True
         )
         self._writer.start()
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the file.
+
+        Two processes opening a new file at once: the switch needs the file to itself,
+        and SQLite answers "database is locked" at once, without its busy handler, when
+        waiting could deadlock (this process holding a read lock while the other waits
+        to write). So it is retried here, for up to the busy timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause = 0.001
+        while True:
+            try:
+                mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                return mode
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply missing migrations; take the write lock only when one is due, so that
