@@ -59,7 +59,6 @@ import pstats
 import re
 import select
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,7 +70,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from report import fixed_width
+from report import cell, fixed_width, med
 from stores import Stores
 from workloads import EVENT_TYPE, event_data
 
@@ -578,22 +577,6 @@ def many_log(streams: int, per_stream: int) -> list[tuple[str, int]]:
     """The many-streams log: categories ``t000``... interleaved in chunks of ``FAN_CHUNK``."""
     rounds = range(0, per_stream, FAN_CHUNK)
     return [(f"t{i:03d}-1", min(FAN_CHUNK, per_stream - r)) for r in rounds for i in range(streams)]
-
-
-def med(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.median(values) if values else None
-
-
-def cell(values: list[float], digits: int = 0) -> str:
-    """``median (min-max)`` of a series."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "-"
-    m = statistics.median(values)
-    if len(values) == 1:
-        return f"{m:,.{digits}f}"
-    return f"{m:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 BACKEND_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}

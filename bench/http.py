@@ -84,7 +84,7 @@ from dataclasses import dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
-from report import fixed_width, machine_info  # noqa: E402
+from report import cell, fixed_width, machine_info, med  # noqa: E402
 from stores import Stores  # noqa: E402
 from workloads import EVENT_TYPE, event_data  # noqa: E402
 
@@ -749,22 +749,6 @@ def raw_serve() -> contextlib.AbstractContextManager[str]:
 
 def load_now() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-def med(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.median(values) if values else None
-
-
-def cell(values: list[float], digits: int = 0) -> str:
-    """``median (min-max)`` of a series."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "-"
-    m = statistics.median(values)
-    if len(values) == 1:
-        return f"{m:,.{digits}f}"
-    return f"{m:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def ratio_cells(ratio: float | None, goal: float | None) -> tuple[str, str, str]:

@@ -8,6 +8,7 @@ of medians, and whether the tidings median reaches the workload's goal.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -179,3 +180,20 @@ def write_json(path: Path, rows: list[Row], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {**meta, "results": [row.to_json() for row in rows]}
     path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def med(values: list[float]) -> float | None:
+    """The median of a series, NaN and None left out (None when nothing is left)."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(values) if values else None
+
+
+def cell(values: list[float], digits: int = 0) -> str:
+    """``median (min-max)`` of a series."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "-"
+    m = statistics.median(values)
+    if len(values) == 1:
+        return f"{m:,.{digits}f}"
+    return f"{m:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
