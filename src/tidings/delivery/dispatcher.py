@@ -37,8 +37,8 @@ PRUNE_EVERY = 600.0
 class Dispatcher:
     """The event-stream runtime of one node: leases, runners, pruning.
 
-    ``consumers`` delivers websocket streams (the gateway's attached consumers); without
-    it, websocket streams are left to a node that has one.
+    ``consumers`` delivers websocket streams (the gateway's consumers, on this node and
+    the others); without it, websocket streams are left to a node that has one.
     """
 
     def __init__(
@@ -135,7 +135,7 @@ class Dispatcher:
                 await room.run("release", row.id, self.node_id)
                 continue
             self._run(row, deliver)
-        # Websocket streams: only by a node where a consumer of theirs is attached.
+        # Websocket streams: only while a consumer of theirs is attached to a node.
         for (stream_id,) in await room.rows("runnable", now_ms()):
             if stream_id in self.runners or self._resting.get(stream_id, 0) > loop.time():
                 continue

@@ -19,6 +19,7 @@ from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
 from tidings.server.settings import Settings
 from tidings.server.ws.firefly import Consumers
+from tidings.server.ws.roster import PRESENCE, Roster, topic_of
 from tidings.store import EventStore
 from tidings.views import View
 
@@ -61,9 +62,18 @@ class Node:
         self.views = open_views(self.store, self.settings.views)
         for view in self.views.values():
             await view.start()
+        streams = self.streams()
+        if streams is not None:  # consumers here may be served by a node running elsewhere
+            roster = Roster(self.consumers, streams, self.id, self.gateway.notify)
+            roster.start(self._join_roster)
+            self.consumers.roster = roster
         self.dispatcher = await start_dispatcher(
-            self.streams(), self.settings.eventstreams, self.id, self.consumers
+            streams, self.settings.eventstreams, self.id, self.consumers
         )
+
+    async def _join_roster(self) -> None:
+        consumer = await self.gateway.ready()
+        await consumer.subscribe(PRESENCE, topic_of(self.id))
 
     def streams(self) -> EventStreams | None:
         """The event-stream API on the node's store (None for a remote store)."""
@@ -103,9 +113,11 @@ class Node:
         self.begin_stop()
         await self.ws_closed(min(2.0, self.settings.shutdown_timeout))
         await self.live.close()
-        await self.gateway.close()
         if self.dispatcher is not None:
             await self.dispatcher.close()
+        if self.consumers.roster is not None:
+            await self.consumers.roster.close()
+        await self.gateway.close()
         for view in self.views.values():
             await view.close()
         if self.owned:

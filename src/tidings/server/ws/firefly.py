@@ -13,11 +13,10 @@ that leaves goes to another **with the same number and id**; ``broadcast`` hands
 every attached consumer and counts it delivered when all that stayed have acked. With no
 consumer attached the stream waits (``wait``, the default) rather than drop batches.
 
-A stream runs on the node that holds its lease. This node claims a websocket stream only
-while a consumer of it is attached here, and gives the lease up when its consumers have
-all been gone for a lease round, so that a node where consumers are attached takes over.
-Round robin over consumers attached to different nodes is not done yet: the node
-running the stream serves its own consumers.
+A stream runs on the node that holds its lease, and serves the consumers attached to
+every node: those on other nodes through the ``Roster`` (``tidings.server.ws.roster``).
+A node claims a websocket stream only while a consumer of it is attached to some node,
+and gives the lease up when none has been for a lease round.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from tidings.server.ws import protocol
 if TYPE_CHECKING:
     from tidings.delivery.streams import EventStreams
     from tidings.server.ws.connection import Connection
+    from tidings.server.ws.roster import RemoteConsumer, Roster
 
 KINDS = frozenset({"start", "ack", "nack", "error"})
 
@@ -109,6 +109,10 @@ class Consumer:
         answer.set_result((kind, message))
         return True
 
+    def drop(self, number: int) -> None:
+        """Stop waiting for the answer to batch ``number``."""
+        self.waiting.pop(number, None)
+
     def leave(self) -> None:
         """The connection went: every batch it holds goes back."""
         for answer in self.waiting.values():
@@ -127,6 +131,8 @@ class Consumers:
         """Each stream's round-robin counter."""
         self.streams: EventStreams | None = None
         self.on_attach: Callable[[str], None] | None = None
+        self.roster: Roster | None = None
+        """The consumers attached to other nodes (None: this node's alone)."""
 
     # -- the connection's side ---------------------------------------------------------
 
@@ -174,25 +180,35 @@ class Consumers:
         if any(c.connection is connection for c in found):
             return  # started already: FireFly clients send start again after a reconnect
         found.append(Consumer(connection, row.id))
-        self._arrived.setdefault(row.id, asyncio.Event()).set()
+        if self.roster is not None:
+            self.roster.changed(row.id)
+        self.arrived(row.id)
+
+    def arrived(self, stream_id: str) -> None:
+        """A consumer of ``stream_id`` came, here or on another node: a batch waiting
+        for one goes on, and the dispatcher looks for the stream to run."""
+        self._arrived.setdefault(stream_id, asyncio.Event()).set()
         if self.on_attach is not None:
-            self.on_attach(row.id)
+            self.on_attach(stream_id)
 
     def forget(self, connection: Connection) -> None:
         """``connection`` closed: detach it from every stream."""
         for stream_id, found in list(self.attached.items()):
-            for consumer in [c for c in found if c.connection is connection]:
+            mine = [c for c in found if c.connection is connection]
+            for consumer in mine:
                 found.remove(consumer)
                 consumer.leave()
             if not found:
                 del self.attached[stream_id]
+            if mine and self.roster is not None:
+                self.roster.changed(stream_id)
 
     # -- the runner's side -------------------------------------------------------------
 
     def deliverer(self, row: Row) -> Deliver | None:
-        """How the runner of websocket stream ``row`` delivers here; None while no
-        consumer of it is attached to this node (another node's consumers may be)."""
-        if not self.attached.get(row.id) or self.streams is None:
+        """How the runner of websocket stream ``row`` delivers; None while no consumer
+        of it is attached to any node this one has heard of."""
+        if not self.everywhere(row.id) or self.streams is None:
             return None
         definition = parse(row.definition)
         settings = effective(definition, self.streams.defaults)
@@ -206,7 +222,7 @@ class Consumers:
             consumers = await self._consumers(row.id, give_up if wait else 0.0)
             if not consumers:
                 if wait:
-                    raise Lost("no consumer attached here")  # the lease goes: see module
+                    raise Lost("no consumer attached")  # the lease goes: see module
                 return Outcome("delivered", None, _ms(started), "no consumer: dropped")
             turn = self._turns.setdefault(row.id, itertools.count())
             chosen = consumers if broadcast else [consumers[next(turn) % len(consumers)]]
@@ -217,7 +233,7 @@ class Consumers:
                     replies = await asyncio.gather(*answers)
             except TimeoutError:
                 for consumer in chosen:
-                    consumer.waiting.pop(batch.batch_number, None)
+                    consumer.drop(batch.batch_number)
                 error = f"no ack within {settings.ack_timeout:g} s"
                 return Outcome("failed", None, _ms(started), error, consumer=names)
             refused = [(kind, text) for kind, text in replies if kind != "ack"]
@@ -232,11 +248,19 @@ class Consumers:
 
         return deliver
 
-    async def _consumers(self, stream_id: str, within: float) -> list[Consumer]:
-        """The consumers attached to ``stream_id``, waiting up to ``within`` seconds for
-        one to come."""
+    def everywhere(self, stream_id: str) -> list[Consumer | RemoteConsumer]:
+        """The consumers of ``stream_id`` on every node, in the same order on every
+        call (by name) so that round robin gives each its turn."""
+        found: list[Consumer | RemoteConsumer] = list(self.attached.get(stream_id, []))
+        if self.roster is not None:
+            found += self.roster.others(stream_id)
+        return sorted(found, key=lambda c: c.name)
+
+    async def _consumers(self, stream_id: str, within: float) -> list[Consumer | RemoteConsumer]:
+        """The consumers of ``stream_id`` on every node, waiting up to ``within`` seconds
+        for one to come."""
         deadline = asyncio.get_running_loop().time() + within
-        while not self.attached.get(stream_id):
+        while not (found := self.everywhere(stream_id)):
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return []
@@ -247,7 +271,7 @@ class Consumers:
                     await arrived.wait()
             except TimeoutError:
                 return []
-        return list(self.attached[stream_id])
+        return found
 
 
 def _ms(started: float) -> float:

@@ -2,9 +2,10 @@
 or a user on any node, over the notifier (pghub's topics, hydro's ``Send``).
 
 One hub per node, with one consumer: channel ``c.<name>`` for each channel some local
-connection listens to, ``n.<node id>`` for sends to this node's connections, and ``u``
-for sends to a user, whom any node may hold. A message is encoded once and queued to
-each local connection it is for.
+connection listens to, ``n.<node id>`` for sends to this node's connections, ``u``
+for sends to a user, whom any node may hold, and ``e`` and ``e.<node id>`` for
+websocket event-stream consumers on other nodes (``tidings.server.ws.roster``). A
+message is encoded once and queued to each local connection it is for.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ class Gateway:
         self._consumer: Consumer | None = None
         self._owned: Notifier | None = None
         self._lock = asyncio.Lock()
+
+    async def ready(self) -> Consumer:
+        """Start the hub (once) and return its consumer."""
+        return await self._ready()
+
+    async def notify(self, topic: str, value: Any) -> None:
+        """Publish ``value`` on one of the gateway's own topics, to every node."""
+        await self._ready()
+        assert self._hub is not None
+        await self._hub.notify(topic, (), value)
 
     async def _ready(self) -> Consumer:
         if self._consumer is not None:
@@ -160,6 +171,11 @@ class Gateway:
             notice = protocol.reply("notice", **fields)
             for connection in notice_for:
                 connection.deliver(notice)
+            return
+        if topic == "e" or topic.startswith("e."):
+            roster = self.node.consumers.roster
+            if roster is not None:
+                roster.receive(event.value)
             return
         if topic.startswith("c."):
             channel = topic[2:]

@@ -1,0 +1,237 @@
+"""Websocket event streams across nodes: two ``tidings serve`` on one PostgreSQL and one
+NATS, FireFly-style consumers on both. ``load_balance`` over three consumers on two
+nodes gives each its turn; ``broadcast`` gives all three every batch; a batch in
+flight on another node's consumer that drops, or on a node that is SIGKILLed, goes to
+another consumer with the same number and id."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from tests.conftest import POSTGRES_URL, pg_execute, require_postgres, require_service, with_option
+from tests.gateway.harness import Server, signal
+from tests.gateway.test_ws_eventstreams import Consumer, acking, definition, make
+
+pytestmark = [pytest.mark.postgres, pytest.mark.nats]
+
+WAIT = 10.0
+SETTINGS = {"TIDINGS_EVENTSTREAMS__LEASE_TTL": "1.5"}
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[list[Server]]:
+    """Two nodes on a schema of their own (the first migrates it alone), and a third
+    that runs no event streams (``[eventstreams] enabled = false``)."""
+    require_postgres()
+    nats = require_service("nats")
+    schema = "t_" + uuid.uuid4().hex[:16]
+    url = with_option(POSTGRES_URL, "schema", schema)
+    started = [Server(url, SETTINGS, "--notify", nats)]
+    try:
+        started.append(Server(url, SETTINGS, "--notify", nats))
+        off = {**SETTINGS, "TIDINGS_EVENTSTREAMS__ENABLED": "false"}
+        started.append(Server(url, off, "--notify", nats))
+        yield started
+    finally:
+        for node in started:
+            if node.process is not None and node.process.process.poll() is None:
+                node.stop(signal.SIGTERM)
+        asyncio.run(pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@asynccontextmanager
+async def admin(node: Server) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=node.http, timeout=10) as client:
+        yield client
+
+
+@asynccontextmanager
+async def attached(stream: str, *where: Server) -> AsyncIterator[list[Consumer]]:
+    """A consumer of ``stream`` on each node of ``where``, in that order."""
+    async with AsyncExitStack() as stack:
+        found = []
+        for node in where:
+            ws = await stack.enter_async_context(ws_connect(node.ws, open_timeout=WAIT))
+            consumer = Consumer(ws)
+            await consumer.start(stream)
+            found.append(consumer)
+        yield found
+
+
+async def append(http: httpx.AsyncClient, stream: str, count: int) -> None:
+    body = {"events": [{"type": "T", "data": {"i": i}} for i in range(count)]}
+    response = await http.post(f"/streams/{stream}/events", json=body)
+    assert response.status_code == 201, response.text
+
+
+async def delivered(http: httpx.AsyncClient, stream: str, count: int) -> None:
+    for _ in range(200):
+        if (await http.get(f"/eventstreams/{stream}")).json()["stats"]["delivered"] >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{stream}: {count} events not delivered in time")
+
+
+def names(got: list[dict[str, Any]]) -> list[int]:
+    return [b["batchNumber"] for b in got]
+
+
+async def test_load_balance_gives_consumers_on_both_nodes_their_turns(
+    nodes: list[Server],
+) -> None:
+    a, b, _ = nodes
+    cat = "l" + uuid.uuid4().hex[:8]
+    async with admin(a) as http:
+        await make(http, definition(cat, cat))
+        async with attached(cat, a, a, b) as three:
+            got: list[list[dict[str, Any]]] = [[], [], []]
+            readers = [asyncio.create_task(acking(c, g)) for c, g in zip(three, got, strict=True)]
+            try:
+                sent = 0
+                # The stream runs on a; b's consumer counts once a has heard of it.
+                async with asyncio.timeout(WAIT):
+                    while not got[2]:
+                        await append(http, f"{cat}-1", 5)
+                        sent += 5
+                        await delivered(http, cat, sent)
+                before = [len(g) for g in got]
+                for _ in range(6):  # one batch at a time, each landing before the next
+                    await append(http, f"{cat}-1", 5)
+                    sent += 5
+                    await delivered(http, cat, sent)
+            finally:
+                for reader in readers:
+                    reader.cancel()
+        numbers = sorted(n for g in got for n in names(g))
+        assert numbers == list(range(1, len(numbers) + 1))  # each batch to one consumer
+        assert [len(g) - n for g, n in zip(got, before, strict=True)] == [2, 2, 2]
+        positions = [e["position"] for g in got for batch in g for e in batch["events"]]
+        assert len(positions) == len(set(positions)) == sent
+        attempts = (await http.get(f"/eventstreams/{cat}/attempts")).json()["items"]
+        assert len({a["consumer"].split("/")[0] for a in attempts}) == 2  # both nodes
+
+
+async def test_broadcast_gives_three_consumers_on_two_nodes_every_batch(
+    nodes: list[Server],
+) -> None:
+    a, b, _ = nodes
+    cat = "b" + uuid.uuid4().hex[:8]
+    async with admin(b) as http:
+        await make(http, definition(cat, cat, distribution="broadcast"))
+        async with attached(cat, a, b, b) as three:
+            await asyncio.sleep(0.3)  # each node has announced its consumers
+            got: list[list[dict[str, Any]]] = [[], [], []]
+            readers = [asyncio.create_task(acking(c, g)) for c, g in zip(three, got, strict=True)]
+            try:
+                for _ in range(4):
+                    await append(http, f"{cat}-1", 3)
+                await delivered(http, cat, 12)
+            finally:
+                for reader in readers:
+                    reader.cancel()
+    for each in got:
+        positions = [e["position"] for batch in each for e in batch["events"]]
+        assert len(positions) == len(set(positions)) == 12 and positions == sorted(positions)
+        assert names(each) == list(range(1, len(each) + 1))
+
+
+async def test_consumers_on_a_node_that_runs_no_streams_are_served_from_another(
+    nodes: list[Server],
+) -> None:
+    a, _, off = nodes
+    cat = "o" + uuid.uuid4().hex[:8]
+    async with admin(a) as http:
+        await make(http, definition(cat, cat, distribution="broadcast"))
+        async with attached(cat, off, off) as two:
+            got: list[list[dict[str, Any]]] = [[], []]
+            readers = [asyncio.create_task(acking(c, g)) for c, g in zip(two, got, strict=True)]
+            try:
+                for _ in range(3):
+                    await append(http, f"{cat}-1", 4)
+                await delivered(http, cat, 12)
+            finally:
+                for reader in readers:
+                    reader.cancel()
+        info = (await http.get(f"/eventstreams/{cat}")).json()
+    for each in got:
+        assert sorted(e["position"] for batch in each for e in batch["events"]) == [
+            e["position"] for batch in each for e in batch["events"]
+        ]
+        assert sum(len(batch["events"]) for batch in each) == 12
+    assert info["stats"]["node"] is not None
+
+
+async def hold_one_on(
+    http: httpx.AsyncClient, cat: str, here: Consumer, there: Consumer
+) -> dict[str, Any]:
+    """Append until a batch goes to ``there`` (``here`` acks what it gets meanwhile);
+    that batch, unanswered."""
+    held = asyncio.create_task(there.batch(wait=WAIT))
+    acks = asyncio.create_task(acking(here, []))
+    try:
+        async with asyncio.timeout(WAIT):
+            while not held.done():
+                await append(http, f"{cat}-1", 2)
+                await asyncio.wait([held], timeout=0.3)
+    finally:
+        acks.cancel()
+        await asyncio.gather(acks, return_exceptions=True)
+    return held.result()
+
+
+async def test_a_batch_held_on_another_node_goes_on_unchanged_when_its_consumer_drops(
+    nodes: list[Server],
+) -> None:
+    a, b, _ = nodes
+    cat = "d" + uuid.uuid4().hex[:8]
+    async with admin(a) as http:
+        await make(http, definition(cat, cat))
+        async with attached(cat, a) as [here]:
+            await append(http, f"{cat}-1", 2)
+            await here.answer(await here.batch())  # the stream runs on a
+            async with attached(cat, b) as [there]:
+                held = await hold_one_on(http, cat, here, there)
+                await there.ws.close()
+            again = await here.batch()
+            assert (again["batchNumber"], again["batchId"]) == (
+                held["batchNumber"], held["batchId"]
+            )  # fmt: skip
+            assert again["events"] == held["events"]
+            await here.answer(again)
+        attempts = (await http.get(f"/eventstreams/{cat}/attempts")).json()["items"]
+        assert any(a["error"] == "left: the consumer disconnected" for a in attempts)
+
+
+async def test_a_batch_held_on_a_node_that_is_killed_goes_to_a_consumer_elsewhere(
+    nodes: list[Server],
+) -> None:
+    a, b, _ = nodes
+    cat = "k" + uuid.uuid4().hex[:8]
+    async with admin(a) as http:
+        await make(http, definition(cat, cat))
+        async with attached(cat, a) as [here]:
+            await append(http, f"{cat}-1", 2)
+            await here.answer(await here.batch())  # the stream runs on a
+            async with attached(cat, b) as [there]:
+                held = await hold_one_on(http, cat, here, there)
+                await asyncio.to_thread(b.stop, signal.SIGKILL)
+                # unanswered: after ack_timeout (and b's consumers forgotten after a
+                # lease without news of them) the batch goes to the consumer left
+                again = await here.batch(wait=WAIT)
+            assert (again["batchNumber"], again["batchId"]) == (
+                held["batchNumber"], held["batchId"]
+            )  # fmt: skip
+            await here.answer(again)
+            await append(http, f"{cat}-1", 1)
+            after = await here.batch()
+            assert after["batchNumber"] == held["batchNumber"] + 1
+        await asyncio.to_thread(b.start)
