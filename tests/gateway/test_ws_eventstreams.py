@@ -81,6 +81,19 @@ async def acking(consumer: Consumer, into: list[dict[str, Any]]) -> None:
         await consumer.answer(batch)
 
 
+@asynccontextmanager
+async def all_acking(found: list[Consumer]) -> AsyncIterator[list[list[dict[str, Any]]]]:
+    """Each consumer of ``found`` takes and acks batches inside the block; what each got."""
+    got: list[list[dict[str, Any]]] = [[] for _ in found]
+    readers = [asyncio.create_task(acking(c, g)) for c, g in zip(found, got, strict=True)]
+    try:
+        yield got
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
 async def until_delivered(http: httpx.AsyncClient, stream: str, count: int) -> None:
     for _ in range(200):
         if (await http.get(f"/eventstreams/{stream}")).json()["stats"]["delivered"] >= count:
@@ -95,16 +108,10 @@ async def test_load_balance_hands_each_batch_to_one_consumer_round_robin(
     cat = category()
     async with http_client(main_server) as http:
         await make(http, definition(cat, cat))
-        async with consumers(main_server, cat, 3) as three:
-            got: list[list[dict[str, Any]]] = [[], [], []]
-            readers = [asyncio.create_task(acking(c, g)) for c, g in zip(three, got, strict=True)]
-            try:
-                for n in range(6):  # one batch at a time: each lands before the next
-                    await append(http, f"{cat}-1", 5, n=n)
-                    await until_delivered(http, cat, 5 * (n + 1))
-            finally:
-                for reader in readers:
-                    reader.cancel()
+        async with consumers(main_server, cat, 3) as three, all_acking(three) as got:
+            for n in range(6):  # one batch at a time: each lands before the next
+                await append(http, f"{cat}-1", 5, n=n)
+                await until_delivered(http, cat, 5 * (n + 1))
         numbers = sorted(b["batchNumber"] for g in got for b in g)
         assert numbers == list(range(1, 7))  # every batch to exactly one consumer
         assert all(len(g) == 2 for g in got), [len(g) for g in got]  # round robin
@@ -161,15 +168,9 @@ async def test_broadcast_gives_every_consumer_every_batch(main_server: Served) -
     cat = category()
     async with http_client(main_server) as http:
         await make(http, definition(cat, cat, distribution="broadcast"))
-        async with consumers(main_server, cat, 3) as three:
-            got: list[list[dict[str, Any]]] = [[], [], []]
-            readers = [asyncio.create_task(acking(c, g)) for c, g in zip(three, got, strict=True)]
-            try:
-                await append(http, f"{cat}-1", 12)
-                await until_delivered(http, cat, 12)
-            finally:
-                for reader in readers:
-                    reader.cancel()
+        async with consumers(main_server, cat, 3) as three, all_acking(three) as got:
+            await append(http, f"{cat}-1", 12)
+            await until_delivered(http, cat, 12)
         for each in got:
             positions = [e["position"] for b in each for e in b["events"]]
             assert positions == sorted(positions) and len(set(positions)) == 12
