@@ -93,7 +93,7 @@ async def test_load_balance_gives_consumers_on_both_nodes_their_turns(
         await make(http, definition(cat, cat))
         async with attached(cat, a, a, b) as three, all_acking(three) as got:
             sent = 0
-            # The stream runs on a; b's consumer counts once a has heard of it.
+            # Whichever node runs it, a consumer counts once that node has heard of it.
             async with asyncio.timeout(WAIT):
                 while not got[2]:
                     await append(http, f"{cat}-1", 5)
@@ -180,12 +180,12 @@ async def test_a_batch_held_on_another_node_goes_on_unchanged_after_a_fault(
         await make(http, definition(cat, cat))
         async with attached(cat, a) as [here]:
             await append(http, f"{cat}-1", 2)
-            await here.answer(await here.batch())  # the stream runs on a
+            await here.answer(await here.batch())
             async with attached(cat, b) as [there]:
                 held = await hold_one_on(http, cat, here, there)
                 if fault == "consumer drops":  # b answers "left"
                     await there.ws.close()
-                else:  # no answer: after ack_timeout, and once b's consumer is forgotten
+                else:  # no answer (after ack_timeout), or a lease run out
                     await asyncio.to_thread(b.stop, signal.SIGKILL)
                 again = await here.batch(wait=WAIT)
             assert (again["batchNumber"], again["batchId"]) == (
@@ -197,9 +197,9 @@ async def test_a_batch_held_on_another_node_goes_on_unchanged_after_a_fault(
             after = await here.batch()
             assert after["batchNumber"] == held["batchNumber"] + 1
         attempts = (await http.get(f"/eventstreams/{cat}/attempts")).json()["items"]
-        errors = {a["error"] for a in attempts}
         if fault == "consumer drops":
-            assert "left: the consumer disconnected" in errors
+            assert "left: the consumer disconnected" in {a["error"] for a in attempts}
         else:
-            assert "no ack within 1 s" in errors
+            # Either node may run the stream: a's runner gets no answer from b, or b ran
+            # it and a takes it over; either way the held batch goes on unchanged.
             await asyncio.to_thread(b.start)
