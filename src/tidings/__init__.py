@@ -16,6 +16,7 @@ from tidings.errors import (
     BatcherClosed,
     ConfigurationError,
     DuplicateEventId,
+    EventDecodeError,
     InvalidChannel,
     InvalidEvent,
     InvalidExpectedVersion,
@@ -32,6 +33,8 @@ from tidings.errors import (
     StoreUnavailable,
     SubscriptionOverflow,
     TidingsError,
+    TypeRegistryError,
+    UnregisteredType,
     ViewClosed,
     ViewError,
     WrongExpectedVersion,
@@ -56,6 +59,7 @@ from tidings.outbox import Outbox, Relay, RelayStats
 from tidings.projections import ReadModel
 from tidings.store import EventStore, Transaction
 from tidings.subscriptions import ParkedEvent, Retry, Subscription, SubscriptionInfo
+from tidings.types import Types
 from tidings.views import Change, View
 from tidings.wiring import connect
 
@@ -74,6 +78,7 @@ __all__ = [
     "ConfigurationError",
     "Consumer",
     "DuplicateEventId",
+    "EventDecodeError",
     "EventStore",
     "Expected",
     "ExpectedVersion",
@@ -114,6 +119,9 @@ __all__ = [
     "SubscriptionOverflow",
     "TidingsError",
     "Transaction",
+    "TypeRegistryError",
+    "Types",
+    "UnregisteredType",
     "View",
     "ViewClosed",
     "ViewError",

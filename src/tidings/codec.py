@@ -7,13 +7,16 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID, SafeUUID
 
 import msgspec
 
 from tidings.errors import InvalidEvent
 from tidings.events import NewEvent, expected_code
+
+if TYPE_CHECKING:  # annotations only: the registry sits above the codec
+    from tidings.types import Types
 
 MAX_NAME_LENGTH = 255
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -150,11 +153,20 @@ def _event_id(value: object) -> UUID:
     raise InvalidEvent(f"event id must be a UUID, not {value!r}")
 
 
-def prepare_event(event: object, max_event_bytes: int) -> PreparedEvent:
-    """Validate and encode one new event."""
+def prepare_event(
+    event: object, max_event_bytes: int, types: Types | None = None
+) -> PreparedEvent:
+    """Validate and encode one new event (named and versioned by ``types``, if given)."""
     if not isinstance(event, NewEvent):
         raise InvalidEvent(f"expected a NewEvent, not {type(event).__name__}")
-    check_name(event.type, "event type")
+    if types is not None:
+        event = types.prepare(event)
+    if event.type is None or event.type == "":
+        raise InvalidEvent(
+            "event type is missing: give one, or data of a class registered with the "
+            "store's types"
+        )
+    type_ = check_name(event.type, "event type")
     data = encode_json(event.data, "data")
     if event.metadata is None:
         metadata = "{}"
@@ -165,15 +177,19 @@ def prepare_event(event: object, max_event_bytes: int) -> PreparedEvent:
     size = len(data) + len(metadata)
     if size > max_event_bytes:
         raise InvalidEvent(
-            f"event of type {event.type!r} is {size} bytes of JSON; the limit is {max_event_bytes}"
+            f"event of type {type_!r} is {size} bytes of JSON; the limit is {max_event_bytes}"
         )
     if event.id is None:
-        return PreparedEvent(new_event_id(), event.type, data, metadata, False)
-    return PreparedEvent(_event_id(event.id), event.type, data, metadata, True)
+        return PreparedEvent(new_event_id(), type_, data, metadata, False)
+    return PreparedEvent(_event_id(event.id), type_, data, metadata, True)
 
 
 def prepare_append(
-    stream: object, events: Sequence[NewEvent], expected: object, max_event_bytes: int
+    stream: object,
+    events: Sequence[NewEvent],
+    expected: object,
+    max_event_bytes: int,
+    types: Types | None = None,
 ) -> PreparedAppend:
     """Validate a whole append; raises before anything is sent to a backend."""
     name = check_name(stream, "stream name")
@@ -185,7 +201,7 @@ def prepare_append(
         raise InvalidEvent("events must be a list of NewEvent")
     if not events:
         raise InvalidEvent(f"append to {name!r} has no events")
-    prepared = [prepare_event(e, max_event_bytes) for e in events]
+    prepared = [prepare_event(e, max_event_bytes, types) for e in events]
     ids_given = False
     for event in prepared:
         if event.id_given:

@@ -5,6 +5,7 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     TidingsError
     ├── InvalidInput            bad arguments: limits, positions, filters
     │   ├── InvalidEvent        bad events: names, types, data, sizes, empty batches
+    │   │   └── UnregisteredType  a strict type registry refused data of an unregistered class
     │   ├── InvalidExpectedVersion
     │   ├── InvalidChannel      a notifier channel (or hub topic) no backend can carry
     │   ├── PayloadTooLarge     a notification over the backend's payload limit
@@ -13,6 +14,7 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     │   ├── InvalidHubPayload   a hub payload that does not decode to a key and value
     │   └── NotFound            (also a LookupError) no such subscription, view or resource (404)
     ├── ConfigurationError      bad URL, unknown scheme, missing extra
+    │   └── TypeRegistryError   a type registry with a gap, a cycle, a duplicate or a conflict
     ├── AccessDenied            (also a PermissionError) a server refused the caller (401/403)
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
     ├── AlreadyExists           a name is taken (an event stream's)
@@ -25,6 +27,7 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     ├── MissingOutput           (also a KeyError) a batch function left an input out
     ├── BatcherClosed           a batcher was used after close()
     ├── SnapshotError           a projection state with no JSON form, or a stale snapshot
+    ├── EventDecodeError        a stored event its registered upcasters or class cannot read
     ├── ViewError               an event a state view cannot fold (parked by default)
     └── ViewClosed              a state view was used after close()
 
@@ -240,3 +243,49 @@ class AccessDenied(TidingsError, PermissionError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.status, self.code, str(self)))
+
+
+class TypeRegistryError(ConfigurationError):
+    """A type registry that cannot be used: ``problem`` is ``"gap"`` (a missing upcaster),
+    ``"cycle"`` (renames that loop), ``"duplicate"`` (a name, class, step or rename given
+    twice) or ``"conflict"`` (names or versions that contradict each other)."""
+
+    def __init__(self, type: str, problem: str, detail: str) -> None:
+        self.type = type
+        self.problem = problem
+        self.detail = detail
+        super().__init__(f"event type {type!r}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type, self.problem, self.detail))
+
+
+class UnregisteredType(InvalidEvent):
+    """A strict type registry refused event data of a class it does not know; nothing
+    was written."""
+
+    def __init__(self, class_name: str) -> None:
+        self.class_name = class_name
+        super().__init__(
+            f"event data of class {class_name} is not registered with the store's types "
+            "(strict=True): register it with types.register"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.class_name,))
+
+
+class EventDecodeError(TidingsError):
+    """A stored event that its registered upcasters or class cannot read: an upcaster
+    that raised, a stored schema version that is not an int, or data that does not fit
+    the registered class."""
+
+    def __init__(self, type: str, version: Any, position: int, detail: str) -> None:
+        self.type = type
+        self.version = version
+        self.position = position
+        self.detail = detail
+        super().__init__(f"event at position {position} ({type!r}, version {version!r}): {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type, self.version, self.position, self.detail))

@@ -62,15 +62,21 @@ class NewEvent(msgspec.Struct, frozen=True):
     included, is refused with ``InvalidEvent``.
     Giving ``id`` makes the append idempotent: appending the same ids with the same
     content again returns the first result and writes nothing.
+    ``type`` may be left empty (or None) when ``data`` is an instance of a class
+    registered with the store's ``tidings.Types``: the registered name is used.
     """
 
-    type: str
+    type: str | None = None
     data: Any = None
     metadata: dict[str, Any] | None = None
     id: UUID | None = None
 
 
-class RecordedEvent(msgspec.Struct, frozen=True):
+# dict=True: an instance may carry, outside its fields, what a store's type registry
+# attaches to build ``payload`` (see tidings.types); fields alone make its encoding,
+# equality and hash, and an event read without a registry gets no dict unless its
+# payload is asked for.
+class RecordedEvent(msgspec.Struct, frozen=True, dict=True):
     """An event as stored: its place in its stream (version) and in the log (position)."""
 
     id: UUID
@@ -86,6 +92,26 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     def category(self) -> str:
         """The part of the stream name before the first ``-`` (``order`` of ``order-42``)."""
         return category_of(self.stream)
+
+    @property
+    def payload(self) -> Any:
+        """``data`` as an instance of the class registered for ``type`` with the store's
+        ``tidings.Types``, built on first access and kept; ``data`` itself (the JSON)
+        when the store has no registry or the type has no class."""
+        extra = self.__dict__
+        try:
+            return extra[_PAYLOAD]
+        except KeyError:
+            pass
+        decode = extra.get(_DECODE)
+        if decode is None:
+            return self.data
+        value = extra[_PAYLOAD] = decode(self)
+        return value
+
+
+_PAYLOAD = "_tidings_payload"
+_DECODE = "_tidings_decode"  # set by tidings.types on events of a registered class
 
 
 def category_of(stream: str) -> str:

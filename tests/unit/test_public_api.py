@@ -68,6 +68,11 @@ EXPECTED = {
     "Change",
     "ViewError",
     "ViewClosed",
+    # typed events
+    "Types",
+    "TypeRegistryError",
+    "UnregisteredType",
+    "EventDecodeError",
 }
 
 
