@@ -14,6 +14,7 @@ from tidings.aggregates import Fold, Projected
 from tidings.batcher import Batcher
 from tidings.errors import (
     BatcherClosed,
+    CheckpointConflict,
     ConfigurationError,
     DuplicateEventId,
     EventDecodeError,
@@ -75,6 +76,7 @@ __all__ = [
     "Batcher",
     "BatcherClosed",
     "Change",
+    "CheckpointConflict",
     "ConfigurationError",
     "Consumer",
     "DuplicateEventId",

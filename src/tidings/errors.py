@@ -17,6 +17,7 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     │   └── TypeRegistryError   a type registry with a gap, a cycle, a duplicate or a conflict
     ├── AccessDenied            (also a PermissionError) a server refused the caller (401/403)
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
+    ├── CheckpointConflict      a transaction's checkpoint was not below its new position
     ├── AlreadyExists           a name is taken (an event stream's)
     ├── DuplicateEventId        an event id already stored with different content
     ├── StoreUnavailable        the database cannot be reached (URL shown without password)
@@ -72,6 +73,22 @@ class WrongExpectedVersion(TidingsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.stream, self.expected, self.actual))
+
+
+class CheckpointConflict(TidingsError):
+    """A transaction would move a named checkpoint to a position it is not below (it
+    stands at or past it: that input was processed already); nothing was written."""
+
+    def __init__(self, name: str, position: int, current: int | None) -> None:
+        self.name = name
+        self.position = position
+        self.current = current
+        super().__init__(
+            f"checkpoint {name!r} stands at {current}, not below {position}: nothing written"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.position, self.current))
 
 
 class DuplicateEventId(TidingsError):

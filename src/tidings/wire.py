@@ -16,6 +16,7 @@ import msgspec
 from tidings.errors import (
     AccessDenied,
     AlreadyExists,
+    CheckpointConflict,
     ConfigurationError,
     DuplicateEventId,
     InvalidEvent,
@@ -77,11 +78,27 @@ class AuditBody(msgspec.Struct, forbid_unknown_fields=True):
     extra: dict[str, Any] = {}
 
 
+class CheckpointMove(msgspec.Struct, forbid_unknown_fields=True):
+    """A named checkpoint a transaction moves up to ``position`` (compare-and-set)."""
+
+    name: str
+    position: int
+
+
 class TransactionBody(msgspec.Struct, forbid_unknown_fields=True):
-    """``POST /transactions``: appends to several streams, all or nothing, with an audit."""
+    """``POST /transactions``: appends to several streams, all or nothing, with an audit
+    and the named checkpoint they move (then ``appends`` may be empty)."""
 
     appends: list[StreamAppend]
     audit: AuditBody | None = None
+    checkpoint: CheckpointMove | None = None
+
+
+class CheckpointInfo(msgspec.Struct):
+    """``GET /checkpoints/{name}``: where a named checkpoint stands (null: never moved)."""
+
+    name: str
+    position: int | None
 
 
 class TransactionResult(msgspec.Struct):
@@ -139,6 +156,9 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     reason: str | None = None
     field: str | None = None
     limit: int | None = None
+    name: str | None = None
+    position: int | None = None
+    current: int | None = None
 
 
 class VersionConflictBody(msgspec.Struct):
@@ -195,6 +215,7 @@ class ErrorKind(msgspec.Struct, frozen=True):
 ERRORS: list[tuple[type[BaseException], ErrorKind]] = [
     (WrongExpectedVersion, ErrorKind(409, "wrong_expected_version")),
     (DuplicateEventId, ErrorKind(409, "duplicate_event_id")),
+    (CheckpointConflict, ErrorKind(409, "checkpoint_conflict")),
     (AlreadyExists, ErrorKind(409, "already_exists")),
     (NotFound, ErrorKind(404, "not_found")),
     (InvalidExpectedVersion, ErrorKind(400, "invalid_expected_version")),
@@ -224,6 +245,8 @@ def error_body(exc: TidingsError, code: str) -> ErrorBody | VersionConflictBody:
         return ErrorBody(
             code, str(exc), stream=exc.stream, event_id=exc.event_id, reason=exc.reason
         )
+    if isinstance(exc, CheckpointConflict):
+        return ErrorBody(code, str(exc), name=exc.name, position=exc.position, current=exc.current)
     if isinstance(exc, StoreUnavailable | StoreClosed):
         return ErrorBody(code, "the event store is unavailable; retry later")
     return ErrorBody(code, str(exc))
@@ -239,6 +262,8 @@ def error_from_body(status: int, body: ErrorBody, url: str) -> TidingsError:
         return WrongExpectedVersion(body.stream, expected, body.actual)
     if code == "duplicate_event_id" and body.event_id is not None and body.stream is not None:
         return DuplicateEventId(body.event_id, body.stream, body.reason or "different content")
+    if code == "checkpoint_conflict" and body.name is not None and body.position is not None:
+        return CheckpointConflict(body.name, body.position, body.current)
     if code == "already_exists":
         return AlreadyExists(body.message.removesuffix(" exists already"))
     if code == "invalid_expected_version":

@@ -53,6 +53,7 @@ EXPECTED = {
     "InvalidHubPayload",
     "MissingOutput",
     "BatcherClosed",
+    "CheckpointConflict",
     # subscriptions, projections, aggregates
     "Subscription",
     "SubscriptionInfo",

@@ -37,6 +37,7 @@ from tidings.store.planner import Group
 from tidings.subscriptions.checkpoints import SubscriptionInfo
 from tidings.views.watch import Change
 from tidings.wire import (
+    CheckpointInfo,
     ErrorBody,
     Head,
     LogPage,
@@ -81,9 +82,15 @@ class _Audit(msgspec.Struct):
     extra: dict[str, Any]
 
 
+class _Checkpoint(msgspec.Struct):
+    name: str
+    position: int
+
+
 class _Transaction(msgspec.Struct, omit_defaults=True):
     appends: list[_StreamAppend]
     audit: _Audit | None = None
+    checkpoint: _Checkpoint | None = None
 
 
 def _events(append: PreparedAppend) -> list[_Event]:
@@ -201,16 +208,21 @@ class RemoteStore(StoreFront):
 
     async def _commit(self, group: Group) -> list[AppendResult]:
         appends = group.appends
-        if len(appends) == 1 and group.audit is None:
+        if len(appends) == 1 and group.audit is None and group.checkpoint is None:
             [one] = appends
             body = encoder.encode(_Append(_events(one), _expected(one)))
             path = f"/streams/{quote(one.stream, safe='')}/events"
             return [await self._call("POST", path, AppendResult, body=body)]
         audit = None if group.audit is None else _Audit(group.audit.user, group.audit.extra)
         parts = [_StreamAppend(a.stream, _events(a), _expected(a)) for a in appends]
-        body = encoder.encode(_Transaction(parts, audit))
+        moved = None if group.checkpoint is None else _Checkpoint(*group.checkpoint)
+        body = encoder.encode(_Transaction(parts, audit, moved))
         result = await self._call("POST", "/transactions", TransactionResult, body=body)
         return result.results
+
+    async def _checkpoint(self, name: str) -> int | None:
+        path = f"/checkpoints/{quote(name, safe='')}"
+        return (await self._call("GET", path, CheckpointInfo)).position
 
     async def _stream_page(
         self, stream: str, version: int, size: int, backwards: bool

@@ -104,6 +104,10 @@ class EventStore(Protocol):
         """A stream's last version, or None if it does not exist."""
         ...
 
+    async def checkpoint(self, name: str) -> int | None:
+        """Where a named checkpoint that transactions move stands (None: never moved)."""
+        ...
+
     async def head(self) -> int:
         """The last committed position, 0 when the store is empty."""
         ...
@@ -164,15 +168,31 @@ class Transaction:
             raise TidingsError("the transaction is already finished")
         self._group.appends.append(self._store._prepare(stream, events, expected_version))
 
+    def move_checkpoint(self, name: str, position: int) -> None:
+        """Move the named checkpoint to ``position`` with the appends, atomically.
+
+        Compare-and-set: the transaction is refused whole (``CheckpointConflict``,
+        nothing written) unless the checkpoint is absent or below ``position``. This is
+        the step of a process that reads another log and writes here exactly once: the
+        checkpoint names the input and its position, and an input seen again is refused.
+        Read it back with ``store.checkpoint(name)``.
+        """
+        if self._done:
+            raise TidingsError("the transaction is already finished")
+        if self._group.checkpoint is not None:
+            raise InvalidInput("a transaction moves one checkpoint at most")
+        self._group.checkpoint = (check_checkpoint_name(name), check_position(position, "position"))
+
     async def commit(self) -> list[AppendResult]:
         """Commit the collected appends now (the context manager calls this for you)."""
         if self._done:
             raise TidingsError("the transaction is already finished")
         self._done = True
-        if not self._group.appends:
+        if not self._group.appends and self._group.checkpoint is None:
             raise InvalidEvent("the transaction has no appends")
         self.results = await self._store._commit(self._group)
-        self._store._watch.committed(max(r.position for r in self.results))
+        if self.results:
+            self._store._watch.committed(max(r.position for r in self.results))
         for observe in self._store.append_observers:
             for r in self.results:
                 observe(r.last_version - r.first_version + 1)
@@ -346,6 +366,15 @@ class StoreFront(abc.ABC):
     async def _commit(self, group: Group) -> list[AppendResult]:
         """Land a group whole or raise its error; group commit happens behind this."""
 
+    async def checkpoint(self, name: str) -> int | None:
+        """Where the named checkpoint that transactions move stands (None: never moved)."""
+        self._check_open()
+        return await self._checkpoint(check_checkpoint_name(name))
+
+    @abc.abstractmethod
+    async def _checkpoint(self, name: str) -> int | None:
+        """The stored position of a named checkpoint."""
+
     async def read_stream(
         self,
         stream: str,
@@ -512,6 +541,13 @@ def check_page_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100_000:
         raise InvalidInput(f"page_size must be an int from 1 to 100,000, not {size!r}")
     return size
+
+
+def check_checkpoint_name(name: str) -> str:
+    """A checkpoint name as given, if it is one: 1 to 255 characters, no NUL."""
+    if not isinstance(name, str) or not 0 < len(name) <= 255 or "\x00" in name:
+        raise InvalidInput(f"a checkpoint name is 1 to 255 characters without NUL, not {name!r}")
+    return name
 
 
 def check_position(value: int, what: str) -> int:

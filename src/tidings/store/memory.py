@@ -29,6 +29,7 @@ class MemoryStore(StoreFront):
         self._streams: dict[str, list[int]] = {}
         self._ids: dict[UUID, StoredIdentity] = {}
         self._audits: list[AuditRecord] = []
+        self._checkpoints: dict[str, int] = {}
         self._last_ms = 0
 
     async def _commit(self, group: Group) -> list[AppendResult]:
@@ -39,10 +40,11 @@ class MemoryStore(StoreFront):
             if a.stream in self._streams
         }
         stored = {i: self._ids[i] for i in given_ids([group]) if i in self._ids}
-        plan = plan_batch([group], versions, stored, len(self._log))
+        plan = plan_batch([group], versions, stored, len(self._log), self._checkpoints)
         outcome = plan.outcomes[0]
         if isinstance(outcome, Exception):
             raise outcome
+        self._checkpoints.update(plan.checkpoints)
         if not plan.rows:
             return outcome
         now_ms = max(time.time_ns() // 1_000_000, self._last_ms)
@@ -67,6 +69,9 @@ class MemoryStore(StoreFront):
             self._streams.setdefault(row.stream, []).append(row.position)
             self._ids[row.id] = identity
         return outcome
+
+    async def _checkpoint(self, name: str) -> int | None:
+        return self._checkpoints.get(name)
 
     def _event(self, stored: _Stored) -> RecordedEvent:
         row = stored.row

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from tidings.codec import PreparedAppend, decode_json
-from tidings.errors import DuplicateEventId, TidingsError, WrongExpectedVersion
+from tidings.errors import CheckpointConflict, DuplicateEventId, TidingsError, WrongExpectedVersion
 from tidings.events import (
     ANY,
     NO_STREAM,
@@ -55,11 +55,13 @@ class Row(NamedTuple):
 
 @dataclass
 class Group:
-    """Appends that land together, with the transaction's audit if any."""
+    """Appends that land together, with the transaction's audit if any, and the named
+    checkpoint it moves (``(name, position)``: refused unless the checkpoint is below)."""
 
     appends: list[PreparedAppend]
     audit: Audit | None = None
     created_ms: int = 0
+    checkpoint: tuple[str, int] | None = None
 
 
 @dataclass
@@ -72,6 +74,13 @@ class Plan:
     head: int = 0
     assumed: dict[str, int | None] = field(default_factory=dict)
     """The version each written stream was planned on (None: it did not exist)."""
+    checkpoints: dict[str, int] = field(default_factory=dict)
+    """Named checkpoints the landing groups move, to their new positions."""
+
+    @property
+    def writes(self) -> bool:
+        """Whether the plan writes anything (event rows or checkpoint moves)."""
+        return bool(self.rows or self.checkpoints)
 
     def absolute(self, head: int) -> list[list[AppendResult] | TidingsError]:
         """The outcomes of a plan made on ``RELATIVE_HEAD``, placed after ``head``."""
@@ -94,13 +103,20 @@ class Plan:
         return sorted({row.group for row in self.rows})
 
 
+def checkpoint_names(groups: Iterable[Group]) -> list[str]:
+    """The named checkpoints a batch moves, sorted (the order their rows are locked in)."""
+    return sorted({g.checkpoint[0] for g in groups if g.checkpoint is not None})
+
+
 def plan_batch(
     groups: list[Group],
     versions: dict[str, int],
     stored: dict[UUID, StoredIdentity],
     head: int,
+    checkpoints: dict[str, int] | None = None,
 ) -> Plan:
-    """Plan ``groups`` against the current stream ``versions``, ``stored`` ids and ``head``.
+    """Plan ``groups`` against the current stream ``versions``, ``stored`` ids, ``head``
+    and named ``checkpoints`` (the stored positions of those the groups move).
 
     Groups are planned in order, each seeing the ones before it; a failing group is
     undone (its rows, versions and ids) and leaves the others alone.
@@ -108,6 +124,7 @@ def plan_batch(
     plan = Plan(head=head)
     current = dict(versions)
     known = dict(stored)
+    marks = dict(checkpoints or {})
     rows = plan.rows
     for index, group in enumerate(groups):
         undo_versions: dict[str, int | None] = {}
@@ -116,6 +133,11 @@ def plan_batch(
         position = plan.head
         results: list[AppendResult] = []
         try:
+            if group.checkpoint is not None:
+                name, new = group.checkpoint
+                stands = marks.get(name)
+                if stands is not None and stands >= new:
+                    raise CheckpointConflict(name, new, stands)
             for append in group.appends:
                 if append.ids_given:
                     replay = _replay(append, known.get)
@@ -165,6 +187,8 @@ def plan_batch(
             continue
         plan.outcomes.append(results)
         plan.head = position
+        if group.checkpoint is not None:
+            marks[group.checkpoint[0]] = plan.checkpoints[group.checkpoint[0]] = group.checkpoint[1]
     written = {row.stream for row in rows}
     plan.versions = {stream: current[stream] for stream in written}
     plan.assumed = {stream: versions.get(stream) for stream in written}

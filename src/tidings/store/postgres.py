@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -33,6 +34,7 @@ from tidings.store.planner import (
     Group,
     Plan,
     StoredIdentity,
+    checkpoint_names,
     given_ids,
     plan_batch,
     streams_of,
@@ -247,6 +249,8 @@ class PostgresStore(StoreFront):
         after a few rounds lost to concurrent writers of the same streams, plan under it.
         """
         async with self._acquire() as conn:
+            if any(g.checkpoint is not None for g in groups):
+                return await self._write_locked(conn, groups)
             plan = self._plan_from_known(groups)
             rounds = 0
             while rounds < _OPTIMISTIC_ROUNDS:
@@ -266,14 +270,33 @@ class PostgresStore(StoreFront):
                 for name in plan.assumed:  # another writer moved these streams
                     self._known.pop(name, None)
                 plan = None
-            async with conn.transaction():
-                await conn.execute(self._q["lock_head"])
-                plan = await self._plan(conn, groups)
-                if not plan.rows:
-                    return plan.outcomes
-                head = await self._apply(conn, groups, plan)
-                self._known.update(plan.versions)
-                return plan.absolute(head)
+            return await self._write_locked(conn, groups)
+
+    async def _write_locked(
+        self, conn: asyncpg.Connection, groups: list[Group]
+    ) -> list[list[AppendResult] | TidingsError]:
+        """Plan and write under the head lock: after lost optimistic rounds, and for a
+        batch that moves named checkpoints (read and moved under the same lock, which
+        every writer takes, so no other transaction moves them in between)."""
+        async with conn.transaction():
+            await conn.execute(self._q["lock_head"])
+            names = checkpoint_names(groups)
+            marks = (
+                dict(await conn.fetch(self._q["checkpoints_for_update"], names)) if names else {}
+            )
+            plan = await self._plan(conn, groups, marks)
+            if not plan.writes:
+                return plan.outcomes
+            head = await self._apply(conn, groups, plan) if plan.rows else 0
+            if plan.checkpoints:
+                await conn.execute(
+                    self._q["move_checkpoints"],
+                    list(plan.checkpoints),
+                    list(plan.checkpoints.values()),
+                    time.time_ns() // 1_000_000,
+                )
+            self._known.update(plan.versions)
+            return plan.absolute(head)
 
     def _plan_from_known(self, groups: list[Group]) -> Plan | None:
         """A plan on the versions this store last wrote, if it knows every stream's.
@@ -297,7 +320,9 @@ class PostgresStore(StoreFront):
             return None
         return plan
 
-    async def _plan(self, conn: asyncpg.Connection, groups: list[Group]) -> Plan:
+    async def _plan(
+        self, conn: asyncpg.Connection, groups: list[Group], marks: dict[str, int] | None = None
+    ) -> Plan:
         rows = await conn.fetch(self._q["stream_versions"], list(streams_of(groups)))
         versions = {name: version for name, version in rows}
         stored: dict[UUID, StoredIdentity] = {}
@@ -305,7 +330,7 @@ class PostgresStore(StoreFront):
         if ids:
             for id_, *rest in await conn.fetch(self._q["stored_events"], ids):
                 stored[id_] = StoredIdentity(*rest)
-        return plan_batch(groups, versions, stored, RELATIVE_HEAD)
+        return plan_batch(groups, versions, stored, RELATIVE_HEAD, marks)
 
     async def _apply(self, conn: asyncpg.Connection, groups: list[Group], plan: Plan) -> int:
         audited = [i for i in plan.landed_groups if groups[i].audit is not None]
@@ -375,6 +400,10 @@ class PostgresStore(StoreFront):
             "WHERE position > $1", "WHERE position > $1 AND " + " AND ".join(clauses)
         )
         return query.replace("LIMIT $2", f"LIMIT ${len(args) + 2}"), args
+
+    async def _checkpoint(self, name: str) -> int | None:
+        rows = await self._fetch(self._q["checkpoint"], name)
+        return int(rows[0][0]) if rows else None
 
     async def stream_version(self, stream: str) -> int | None:
         """A stream's last version, or None if it does not exist."""

@@ -32,7 +32,15 @@ from tidings.store.base import (
     StoreFront,
 )
 from tidings.store.batching import Outcome, Pending, settle
-from tidings.store.planner import Group, Plan, StoredIdentity, given_ids, plan_batch, streams_of
+from tidings.store.planner import (
+    Group,
+    Plan,
+    StoredIdentity,
+    checkpoint_names,
+    given_ids,
+    plan_batch,
+    streams_of,
+)
 from tidings.store.rooms import Room, SQLiteRoom
 from tidings.store.rows import sqlite_events, time_from_ms
 from tidings.store.sqlite_side import (
@@ -311,7 +319,7 @@ class SQLiteStore(StoreFront):
             begin_immediate(conn, self._lock_wait)
             try:
                 plan = self._plan(conn, groups)
-                if plan.rows:
+                if plan.writes:
                     self._write_plan(conn, groups, plan)
                 conn.execute("COMMIT")
             except BaseException:
@@ -341,7 +349,12 @@ class SQLiteStore(StoreFront):
             )
             for id_, *rest in conn.execute(sql, id_chunk):
                 stored[UUID(bytes=id_)] = StoredIdentity(*rest)
-        return plan_batch(groups, versions, stored, head)
+        marks = {
+            name: row[0]
+            for name in checkpoint_names(groups)
+            if (row := conn.execute(Q["checkpoint"], (name,)).fetchone()) is not None
+        }
+        return plan_batch(groups, versions, stored, head, marks)
 
     def _write_plan(self, conn: sqlite3.Connection, groups: list[Group], plan: Plan) -> None:
         _, last_ms = conn.execute(Q["head"]).fetchone()
@@ -382,6 +395,12 @@ class SQLiteStore(StoreFront):
         for start in range(0, len(plan.rows), _ROWS_PER_INSERT):
             count = min(_ROWS_PER_INSERT, len(plan.rows) - start)
             conn.execute(_insert_events(count), params[start * 10 : (start + count) * 10])
+        if plan.checkpoints:
+            conn.executemany(
+                Q["move_checkpoint"], [(n, p, now_ms) for n, p in plan.checkpoints.items()]
+            )
+        if not plan.rows:
+            return
         conn.executemany(Q["upsert_stream"], list(plan.versions.items()))
         conn.execute(Q["set_head"], (plan.head, now_ms))
 
@@ -406,6 +425,10 @@ class SQLiteStore(StoreFront):
     async def _streams_page(self, prefix: str | None, after: str, size: int) -> list[StreamInfo]:
         rows = await self._rows(Q["list_streams"], (after, prefix, prefix, prefix, size))
         return [StreamInfo(name, version) for name, version in rows]
+
+    async def _checkpoint(self, name: str) -> int | None:
+        row = await self._read(lambda c: c.execute(Q["checkpoint"], (name,)).fetchone())
+        return None if row is None else int(row[0])
 
     async def stream_version(self, stream: str) -> int | None:
         """A stream's last version, or None if it does not exist."""

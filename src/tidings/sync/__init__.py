@@ -135,6 +135,10 @@ class SyncStore:
         """The last committed position, 0 when the store is empty."""
         return self._loop.run(self.store.head)
 
+    def checkpoint(self, name: str) -> int | None:
+        """Where a named checkpoint that transactions move stands (None: never moved)."""
+        return self._loop.run(self.store.checkpoint, name)
+
     def list_streams(
         self, prefix: str | None = None, after: str | None = None, limit: int | None = None
     ) -> SyncIterator[StreamInfo]:
@@ -184,6 +188,11 @@ class SyncTransaction:
     ) -> None:
         """Add an append to the transaction; it lands when the block exits cleanly."""
         self.transaction.append(stream, events, expected_version)
+
+    def move_checkpoint(self, name: str, position: int) -> None:
+        """Move the named checkpoint to ``position`` with the appends (compare-and-set:
+        ``CheckpointConflict`` unless it is below)."""
+        self.transaction.move_checkpoint(name, position)
 
     def commit(self) -> list[AppendResult]:
         """Commit the collected appends now (the ``with`` block does it for you)."""

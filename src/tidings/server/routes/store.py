@@ -19,6 +19,7 @@ from tidings.server.openapi import body_of, responses
 from tidings.wire import (
     MAX_POSITION,
     AppendBody,
+    CheckpointInfo,
     Head,
     LogPage,
     StreamPage,
@@ -229,11 +230,29 @@ async def transaction(request: Request) -> Response:
     body = await decode_body(request, TransactionBody, node.settings.max_body_bytes)
     for part in body.appends:
         who.require("append", category_of(part.stream))
+    if body.checkpoint is not None:
+        who.require("append", category_of(body.checkpoint.name))
     audit = None if body.audit is None else Audit(body.audit.user, body.audit.extra)
     tx = node.store.transaction(audit)
     for part in body.appends:
         tx.append(part.stream, part.events, expected_from_wire(part.expected_version))
+    if body.checkpoint is not None:
+        tx.move_checkpoint(body.checkpoint.name, body.checkpoint.position)
     return reply(TransactionResult(await tx.commit()), 201)
+
+
+@router.get(
+    "/checkpoints/{name}",
+    summary="Where a named checkpoint stands",
+    responses=responses(CheckpointInfo, errors=(400, 403, 503)),
+)
+async def checkpoint(name: str, request: Request) -> Response:
+    """The position a named checkpoint stands at (null: no transaction has moved it).
+    Transactions move it (``checkpoint`` in ``POST /transactions``); reading it needs
+    read access to the category its name starts with, as a stream's would."""
+    node, who = node_in(request), await caller(request)
+    who.require("read", category_of(name))
+    return reply(CheckpointInfo(name, await node.store.checkpoint(name)))
 
 
 async def _append_fast(request: Request) -> Response:

@@ -59,3 +59,15 @@ ORDER BY name LIMIT $3;
 SELECT a.id, a."user", a.extra, a.created, a.arrived
 FROM {schema}.events e JOIN {schema}.audit a ON a.id = e.audit_id
 WHERE e.position = $1;
+
+-- name: checkpoint
+SELECT position FROM {schema}.checkpoints WHERE name = $1;
+
+-- name: checkpoints_for_update
+SELECT name, position FROM {schema}.checkpoints WHERE name = ANY ($1::text[])
+ORDER BY name FOR UPDATE;
+
+-- name: move_checkpoints
+INSERT INTO {schema}.checkpoints (name, position, updated_ms)
+SELECT name, position, $3 FROM unnest($1::text[], $2::bigint[]) AS m (name, position)
+ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms;

@@ -266,3 +266,10 @@ CREATE TABLE {schema}.eventstream_redeliveries (
     created_ms BIGINT NOT NULL
 );
 CREATE INDEX eventstream_redeliveries_by_stream ON {schema}.eventstream_redeliveries (stream_id, id);
+
+-- Named checkpoints moved by transactions (compare-and-set, only upwards).
+CREATE TABLE {schema}.checkpoints (
+    name TEXT PRIMARY KEY,
+    position BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);

@@ -58,3 +58,10 @@ ORDER BY name LIMIT ?;
 SELECT a.id, a.user, a.extra, a.created_ms, a.arrived_ms
 FROM tidings_events e JOIN tidings_audit a ON a.id = e.audit_id
 WHERE e.position = ?;
+
+-- name: checkpoint
+SELECT position FROM tidings_checkpoints WHERE name = ?;
+
+-- name: move_checkpoint
+INSERT INTO tidings_checkpoints (name, position, updated_ms) VALUES (?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms;

@@ -197,3 +197,10 @@ CREATE TABLE tidings_eventstream_redeliveries (
 );
 CREATE INDEX tidings_eventstream_redeliveries_by_stream
     ON tidings_eventstream_redeliveries (stream_id, id);
+
+-- Named checkpoints moved by transactions (compare-and-set, only upwards).
+CREATE TABLE tidings_checkpoints (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
