@@ -27,8 +27,10 @@ async def connect(
     ``notify`` is a notifier URL (``redis://...``, ``nats://...``, ``postgresql://...``),
     an open notifier (left open on close), ``None`` (only this process's commits wake
     readers at once; other processes' are seen by polling), or ``"auto"``: LISTEN/NOTIFY
-    on the same database for PostgreSQL, none for SQLite and memory. Other options
-    are the store's (see ``tidings.store.connect``).
+    on the same database for PostgreSQL, none for SQLite and memory. ``types`` (a
+    ``tidings.Types``) names and versions appends and renames and upcasts reads, on
+    every URL (``store.types``). Other options are the store's (see
+    ``tidings.store.connect``).
     """
     if urlsplit(url).scheme in ("http", "https") if isinstance(url, str) else False:
         remote: StoreFront = await open_remote(url, **options)

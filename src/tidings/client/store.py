@@ -330,11 +330,14 @@ class RemoteStore(StoreFront):
         itself after a cut. (``raw`` is taken and ignored: events arrive decoded.)"""
         if not follow:
             async for page in super().read_all_pages(
-                from_position, filter, limit, False, page_size
+                from_position, filter, limit, False, page_size, raw
             ):
                 yield page
             return
         self._check_open()
+        types = None if raw else self.types  # raw reads pass on what is stored
+        if types is not None:
+            filter = types.read_filter(filter)
         position = check_position(from_position, "from_position")
         remaining = check_limit(limit)
         size = self.page_size if page_size is None else check_page_size(page_size)
@@ -348,6 +351,8 @@ class RemoteStore(StoreFront):
                 )
                 async for page in pages:
                     retry = _RETRY_FIRST
+                    if types is not None:
+                        page = types.read(page)
                     if remaining is not None:
                         page = page[:remaining]
                         remaining -= len(page)

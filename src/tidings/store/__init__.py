@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tidings.errors import ConfigurationError, InvalidInput
-from tidings.store.base import EventStore, StoreFront, Transaction
+from tidings.store.base import EventStore, StoreFront, Transaction, check_types
 
 __all__ = ["EventStore", "StoreFront", "Transaction", "connect", "redact"]
 
@@ -51,14 +51,18 @@ async def connect(url: str, **options: Any) -> StoreFront:
     Options come from the URL's query string or as keywords (keywords win), e.g.
     ``max_event_bytes``, ``poll_interval`` (seconds between head polls of a live
     reader that hears nothing, 1), ``synchronous`` (SQLite), ``schema`` and ``max_size``
-    (PostgreSQL). This opens the store alone; ``tidings.connect`` also attaches a notifier.
+    (PostgreSQL), ``types`` (a ``tidings.Types`` registry: typed appends, upcast reads;
+    kept as ``store.types``). This opens the store alone; ``tidings.connect`` also
+    attaches a notifier.
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"store URL must be a string, not {type(url).__name__}")
     scheme = urlsplit(url).scheme
     opts = url_options(url, options)
     poll_interval = opts.pop("poll_interval", None)
+    types = check_types(opts.pop("types", None))
     store = await _open(scheme, url, opts)
+    store.types = types
     if poll_interval is not None:
         try:
             store.poll_interval = float(poll_interval)

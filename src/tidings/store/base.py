@@ -18,7 +18,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from tidings.codec import DEFAULT_MAX_EVENT_BYTES, PreparedAppend, encode_json, prepare_append
-from tidings.errors import InvalidEvent, InvalidInput, StoreClosed, StoreUnavailable, TidingsError
+from tidings.errors import (
+    ConfigurationError,
+    InvalidEvent,
+    InvalidInput,
+    StoreClosed,
+    StoreUnavailable,
+    TidingsError,
+)
 from tidings.events import (
     ANY,
     AppendResult,
@@ -34,6 +41,7 @@ from tidings.store.features import feature
 from tidings.store.planner import Group
 from tidings.store.rooms import MemoryRoom, Room
 from tidings.store.wake import HeadFeed, HeadWatch
+from tidings.types import Types
 
 if TYPE_CHECKING:  # annotations only: these layers sit above the store
     from tidings.aggregates import Projected
@@ -229,6 +237,7 @@ class StoreFront(abc.ABC):
         self.max_event_bytes = max_event_bytes
         self.page_size = page_size
         self._closed = False
+        self._types: Types | None = None
         self._watch = HeadWatch(self.head)
         self.append_observers: list[Callable[[int], None]] = []
         """Called with the number of events of every append that lands (metrics)."""
@@ -242,6 +251,15 @@ class StoreFront(abc.ABC):
     def _identity(self) -> str:
         """What names this store's data, the same in every process that opens it."""
         return f"{type(self).__name__}:{id(self):x}"
+
+    @property
+    def types(self) -> Types | None:
+        """The type registry that names and versions appends and upcasts reads, if any."""
+        return self._types
+
+    @types.setter
+    def types(self, types: Types | None) -> None:
+        self._types = check_types(types)
 
     @property
     def notifier(self) -> Any | None:
@@ -335,7 +353,9 @@ class StoreFront(abc.ABC):
     def _prepare(
         self, stream: str, events: Sequence[NewEvent], expected_version: Expected
     ) -> PreparedAppend:
-        return prepare_append(stream, events, expected_version, self.max_event_bytes)
+        return prepare_append(
+            stream, events, expected_version, self.max_event_bytes, self._types
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -385,8 +405,11 @@ class StoreFront(abc.ABC):
         """Yield a stream's events from a version, forwards or backwards."""
         self._check_open()
 
+        types = self._types
+
         async def fetch(version: int, size: int) -> list[RecordedEvent]:
-            return await self._stream_page(stream, version, size, backwards)
+            page = await self._stream_page(stream, version, size, backwards)
+            return page if types is None else types.read(page)
 
         start = stream_start(from_version, backwards)
         async for page in pages(fetch, start, next_version(backwards), self.page_size, limit):
@@ -426,9 +449,14 @@ class StoreFront(abc.ABC):
         a step of the iterator per event. The next page is read while one is consumed.
         With ``raw=True`` each event's ``data`` and ``metadata`` are the stored JSON as a
         ``msgspec.Raw``, not decoded: for readers that only pass events on (encoding a
-        Raw writes it out as it is), such as event-stream delivery.
+        Raw writes it out as it is), such as event-stream delivery. With a type registry
+        (``types``) events are renamed and upcast, and a filter's types take in their
+        old names; ``raw`` reads skip the registry: they pass on what is stored.
         """
         self._check_open()
+        types = None if raw else self._types
+        if types is not None:
+            filter = types.read_filter(filter)
         position = check_position(from_position, "from_position")
         remaining = check_limit(limit)
         size = self.page_size if page_size is None else check_page_size(page_size)
@@ -438,7 +466,8 @@ class StoreFront(abc.ABC):
         page_limit = None if pattern is not None else remaining
 
         async def fetch(after: int, size: int) -> list[RecordedEvent]:
-            return await self._log_page(after, db_filter, size, raw)
+            page = await self._log_page(after, db_filter, size, raw)
+            return page if types is None else types.read(page)
 
         retry = _RETRY_FIRST
         while remaining is None or remaining > 0:
@@ -525,6 +554,16 @@ class StoreFront(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish pending work and release every resource."""
+
+
+def check_types(types: object) -> Types | None:
+    """Validate a store's type registry (None for none) and run its checks."""
+    if types is None:
+        return None
+    if not isinstance(types, Types):
+        raise ConfigurationError(f"types must be a tidings.Types, not {type(types).__name__}")
+    types.check()
+    return types
 
 
 def check_limit(limit: int | None) -> int | None:
