@@ -55,6 +55,8 @@ class EventIn(NewEvent, frozen=True, forbid_unknown_fields=True):
     """An event to append, as a request body carries it: a ``NewEvent`` whose unknown
     fields are refused (a misspelt ``dta`` would otherwise store an event without data)."""
 
+    type: str  # required over HTTP: the server has no type registry to name events by
+
 
 class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /streams/{stream}/events``: events to append and the expected version."""
