@@ -34,6 +34,7 @@ U = TypeVar("U", bound=Callable[..., Any])
 _JSON_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
 _MAX_VERSION = 2**31 - 1
 _MAX_PLANS = 100_000
+_UNPLANNED: Any = object()
 
 
 def schema_version(event: RecordedEvent | NewEvent) -> int:
@@ -83,7 +84,7 @@ class _Plan:
     """How events stored under one type name are read: the name they read as, the
     version they are brought to, the upcasters from each version, the payload's class."""
 
-    __slots__ = ("decode", "name", "renamed", "steps", "target")
+    __slots__ = ("decode", "name", "only_decode", "renamed", "steps", "target")
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class _Plan:
         self.target = target
         self.steps = steps  # steps[k - 1] takes version k to k + 1
         self.decode = decode
+        self.only_decode = not renamed and target == 1 and decode is not None
 
 
 class Types:
@@ -370,11 +372,14 @@ class Types:
             self.check()
         plans = self._plans
         for i, event in enumerate(events):
-            try:
-                plan = plans[event.type]
-            except KeyError:
+            plan = plans.get(event.type, _UNPLANNED)
+            if plan is _UNPLANNED:
                 plan = self._plan(event.type)
-            if plan is not None:
+            if plan is None:
+                continue
+            if plan.only_decode and VERSION_KEY not in event.metadata:
+                event.__dict__[_DECODE] = plan.decode  # the common case, inline
+            else:
                 events[i] = self._read_one(plan, event)
         return events
 
