@@ -10,18 +10,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_readme_python_examples_run(tmp_path: Path) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    assert blocks, "the README has no python example"
+def run_python_blocks(doc: Path, cwd: Path) -> None:
+    """Run every python block of ``doc``; each must print its ``# expect:`` lines."""
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.DOTALL)
+    assert blocks, f"{doc.name} has no python example"
     for block in blocks:
         expected = re.findall(r"^# expect: (.*)$", block, re.MULTILINE)
-        assert expected, f"a README example says nothing of its output:\n{block[:200]}"
+        assert expected, f"a {doc.name} example says nothing of its output:\n{block[:200]}"
         result = subprocess.run(
-            [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", block], cwd=cwd, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stderr
         for line in expected:
             assert line in result.stdout, result.stdout
+
+
+def test_the_readme_python_examples_run(tmp_path: Path) -> None:
+    run_python_blocks(ROOT / "README.md", tmp_path)
+
+
+def test_the_typed_events_guide_examples_run(tmp_path: Path) -> None:
+    run_python_blocks(ROOT / "docs" / "types.md", tmp_path)
 
 
 def test_the_quickstart_example_runs() -> None:
