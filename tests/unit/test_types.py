@@ -421,3 +421,45 @@ def test_a_typed_event_encodes_and_compares_as_before() -> None:
     assert msgspec.json.encode(typed) == msgspec.json.encode(plain)
     assert msgspec.to_builtins(typed) == msgspec.to_builtins(plain)
     assert msgspec.structs.astuple(typed) == msgspec.structs.astuple(plain)
+
+
+# -- connecting with a registry ---------------------------------------------------------
+
+
+async def test_connect_checks_the_registry_before_opening_a_store(tmp_path: Any) -> None:
+    broken = Types()
+    broken.register(Placed, version=2)
+    with pytest.raises(TypeRegistryError, match="no upcaster from version 1 to 2"):
+        await tidings.connect(f"sqlite:///{tmp_path / 'never.db'}", types=broken)
+    assert not (tmp_path / "never.db").exists()
+    with pytest.raises(tidings.ConfigurationError, match=r"types must be a tidings\.Types"):
+        await tidings.connect("memory://", types={"Placed": Placed})
+
+
+async def test_a_registry_set_on_an_open_store_is_checked_and_kept() -> None:
+    async with await tidings.connect("memory://") as store:
+        assert store.types is None
+        broken = Types()
+        broken.upcaster("Placed", 2, 3)(lambda d: d)
+        with pytest.raises(TypeRegistryError):
+            store.types = broken
+        assert store.types is None
+        types = Types()
+        types.register(Placed)
+        store.types = types
+        async with store.transaction() as tx:
+            tx.append("order-1", [NewEvent(None, Placed(1, 2))])
+        assert [e.payload async for e in store.read_stream("order-1")] == [Placed(1, 2)]
+
+
+def test_the_blocking_facade_takes_a_registry() -> None:
+    import tidings.sync
+
+    types = Types()
+    types.register(Paid)
+    store = tidings.sync.connect("memory://", types=types)
+    try:
+        store.append("order-1", [NewEvent(None, Paid(1, 5))])
+        assert [e.payload for e in store.read_stream("order-1")] == [Paid(1, 5)]
+    finally:
+        store.close()
