@@ -153,9 +153,7 @@ def _event_id(value: object) -> UUID:
     raise InvalidEvent(f"event id must be a UUID, not {value!r}")
 
 
-def prepare_event(
-    event: object, max_event_bytes: int, types: Types | None = None
-) -> PreparedEvent:
+def prepare_event(event: object, max_event_bytes: int, types: Types | None = None) -> PreparedEvent:
     """Validate and encode one new event (named and versioned by ``types``, if given)."""
     if not isinstance(event, NewEvent):
         raise InvalidEvent(f"expected a NewEvent, not {type(event).__name__}")
@@ -163,8 +161,7 @@ def prepare_event(
         event = types.prepare(event)
     if event.type is None or event.type == "":
         raise InvalidEvent(
-            "event type is missing: give one, or data of a class registered with the "
-            "store's types"
+            "event type is missing: give one, or data of a class registered with the store's types"
         )
     type_ = check_name(event.type, "event type")
     data = encode_json(event.data, "data")

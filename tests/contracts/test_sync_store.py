@@ -380,6 +380,25 @@ def test_a_closed_store_refuses_use(store_url: str) -> None:
         store.transaction()
 
 
+def test_closing_from_the_loop_thread_closes_without_waiting_for_itself(store_url: str) -> None:
+    """A finalizer the garbage collector runs on the loop's thread may close a store."""
+    store = tidings.sync.connect(store_url)
+    store.append("s-1", [ev()])
+
+    async def close_there() -> None:
+        store.close()  # on the loop thread: it must not block on that very loop
+
+    store.call(close_there)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            store.head()
+        except tidings.StoreClosed:
+            return
+        time.sleep(0.01)
+    pytest.fail("the store did not close")
+
+
 @pytest.mark.durable
 def test_events_survive_reopening_the_store(store_url: str) -> None:
     with tidings.sync.connect(store_url) as store:

@@ -100,8 +100,10 @@ class EventStore(Protocol):
         limit: int | None = None,
         follow: bool = False,
         page_size: int | None = None,
+        raw: bool = False,
     ) -> AsyncIterator[list[RecordedEvent]]:
-        """``read_all``, a non-empty page of events at a time."""
+        """``read_all``, a non-empty page of events at a time (``raw``: data and metadata
+        as the stored JSON, ``msgspec.Raw``, undecoded)."""
         ...
 
     async def wait_for(self, position: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
@@ -353,9 +355,7 @@ class StoreFront(abc.ABC):
     def _prepare(
         self, stream: str, events: Sequence[NewEvent], expected_version: Expected
     ) -> PreparedAppend:
-        return prepare_append(
-            stream, events, expected_version, self.max_event_bytes, self._types
-        )
+        return prepare_append(stream, events, expected_version, self.max_event_bytes, self._types)
 
     def _check_open(self) -> None:
         if self._closed:

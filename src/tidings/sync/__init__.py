@@ -13,9 +13,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from tidings import wiring
 from tidings.events import (
@@ -34,6 +34,8 @@ from tidings.sync.iterators import SyncIterator
 from tidings.sync.loop import THREAD_NAME, LoopThread, loop_thread
 
 __all__ = ["THREAD_NAME", "SyncIterator", "SyncStore", "SyncTransaction", "connect"]
+
+T = TypeVar("T")
 
 _BATCH = 256  # items of a finite read carried per round trip to the loop
 
@@ -151,8 +153,20 @@ class SyncStore:
         """The audit record of the transaction that wrote an event (or position), if any."""
         return self._loop.run(self.store.audit, event)
 
+    def call(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Run ``await function(*args)`` on the store's loop thread and return its result:
+        for async code of one's own that uses ``store`` (the async store) directly."""
+        return self._loop.run(function, *args)
+
     def close(self) -> None:
-        """Finish queued appends and release everything (also the end of ``with store:``)."""
+        """Finish queued appends and release everything (also the end of ``with store:``).
+
+        Called on the loop's own thread (a finalizer the garbage collector ran there), it
+        starts the closing and returns at once instead of waiting for itself.
+        """
+        if self._loop.here():
+            self._loop.submit(self.store.close)
+            return
         self._loop.run(self.store.close)
 
     def __enter__(self) -> SyncStore:

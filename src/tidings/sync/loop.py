@@ -26,6 +26,10 @@ class LoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    def here(self) -> bool:
+        """Whether the caller runs on the loop's own thread."""
+        return threading.get_ident() == self.thread.ident
+
     def check(self) -> None:
         """Refuse a blocking call that could never return: from the loop's own thread,
         or in a process forked after the loop started."""

@@ -1,0 +1,1 @@
+"""Integrations of tidings with other libraries (each behind its own extra)."""
