@@ -33,6 +33,10 @@ def test_the_typed_events_guide_examples_run(tmp_path: Path) -> None:
     run_python_blocks(ROOT / "docs" / "types.md", tmp_path)
 
 
+def test_the_eventsourcing_guide_example_runs(tmp_path: Path) -> None:
+    run_python_blocks(ROOT / "docs" / "eventsourcing.md", tmp_path)
+
+
 def test_the_quickstart_example_runs() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
