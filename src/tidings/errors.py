@@ -18,6 +18,7 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     ├── AccessDenied            (also a PermissionError) a server refused the caller (401/403)
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
     ├── CheckpointConflict      a transaction's checkpoint was not below its new position
+    ├── StoreChanged            positions of one store offered to another (or to a restore)
     ├── AlreadyExists           a name is taken (an event stream's)
     ├── DuplicateEventId        an event id already stored with different content
     ├── StoreUnavailable        the database cannot be reached (URL shown without password)
@@ -89,6 +90,22 @@ class CheckpointConflict(TidingsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.name, self.position, self.current))
+
+
+class StoreChanged(TidingsError):
+    """A position of one store was offered to another: the server's store is not the
+    one the reader's positions belong to (another store, or this one restored). Start
+    over from a position of the store as it is now (``current``)."""
+
+    def __init__(self, expected: str, current: str) -> None:
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"the store is {current}, not {expected} whose positions were given: start over"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.expected, self.current))
 
 
 class DuplicateEventId(TidingsError):

@@ -23,6 +23,7 @@ from tidings.errors import (
     InvalidExpectedVersion,
     InvalidInput,
     NotFound,
+    StoreChanged,
     StoreClosed,
     StoreUnavailable,
     TidingsError,
@@ -133,10 +134,11 @@ class StreamsPage(msgspec.Struct):
     next: str | None
 
 
-class Head(msgspec.Struct):
-    """The last committed position (0 when the store is empty)."""
+class Head(msgspec.Struct, omit_defaults=True):
+    """The last committed position (0 when the store is empty), and the store's identity."""
 
     head: int
+    identity: str | None = None
 
 
 class StreamVersion(msgspec.Struct):
@@ -160,7 +162,8 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     limit: int | None = None
     name: str | None = None
     position: int | None = None
-    current: int | None = None
+    current: int | str | None = None
+    identity: str | None = None
 
 
 class VersionConflictBody(msgspec.Struct):
@@ -218,6 +221,7 @@ ERRORS: list[tuple[type[BaseException], ErrorKind]] = [
     (WrongExpectedVersion, ErrorKind(409, "wrong_expected_version")),
     (DuplicateEventId, ErrorKind(409, "duplicate_event_id")),
     (CheckpointConflict, ErrorKind(409, "checkpoint_conflict")),
+    (StoreChanged, ErrorKind(409, "store_changed")),
     (AlreadyExists, ErrorKind(409, "already_exists")),
     (NotFound, ErrorKind(404, "not_found")),
     (InvalidExpectedVersion, ErrorKind(400, "invalid_expected_version")),
@@ -249,6 +253,8 @@ def error_body(exc: TidingsError, code: str) -> ErrorBody | VersionConflictBody:
         )
     if isinstance(exc, CheckpointConflict):
         return ErrorBody(code, str(exc), name=exc.name, position=exc.position, current=exc.current)
+    if isinstance(exc, StoreChanged):
+        return ErrorBody(code, str(exc), identity=exc.expected, current=exc.current)
     if isinstance(exc, StoreUnavailable | StoreClosed):
         return ErrorBody(code, "the event store is unavailable; retry later")
     return ErrorBody(code, str(exc))
@@ -265,7 +271,10 @@ def error_from_body(status: int, body: ErrorBody, url: str) -> TidingsError:
     if code == "duplicate_event_id" and body.event_id is not None and body.stream is not None:
         return DuplicateEventId(body.event_id, body.stream, body.reason or "different content")
     if code == "checkpoint_conflict" and body.name is not None and body.position is not None:
-        return CheckpointConflict(body.name, body.position, body.current)
+        current = body.current if isinstance(body.current, int) else None
+        return CheckpointConflict(body.name, body.position, current)
+    if code == "store_changed" and body.identity is not None and isinstance(body.current, str):
+        return StoreChanged(body.identity, body.current)
     if code == "already_exists":
         return AlreadyExists(body.message.removesuffix(" exists already"))
     if code == "invalid_expected_version":

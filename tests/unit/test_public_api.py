@@ -54,6 +54,7 @@ EXPECTED = {
     "MissingOutput",
     "BatcherClosed",
     "CheckpointConflict",
+    "StoreChanged",
     # subscriptions, projections, aggregates
     "Subscription",
     "SubscriptionInfo",

@@ -53,6 +53,8 @@ from tidings.wire import (
 from tidings.wire_subscriptions import AckResult, SubscriptionsPage
 
 T = TypeVar("T")
+STORE_HEADER = "Tidings-Store"
+"""The header naming the store that positions belong to (the server's identity)."""
 log = logging.getLogger("tidings.client")
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 2.0
@@ -177,7 +179,9 @@ class RemoteStore(StoreFront):
         missing: T | None = None,
     ) -> T:
         """One request; the decoded answer, ``missing`` on 404 when given, else the error."""
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        headers = self._request_headers(
+            {"Content-Type": "application/json"} if body is not None else {}
+        )
         session = self.session
         self._calls += 1
         self._idle.clear()
@@ -187,6 +191,7 @@ class RemoteStore(StoreFront):
             ) as response:
                 data = await response.read()
                 status = response.status
+                self._note_identity(response)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise StoreUnavailable(redact(self.url), f"{type(exc).__name__}: {exc}") from exc
         finally:
@@ -198,6 +203,18 @@ class RemoteStore(StoreFront):
         if status == 404 and missing is not None:
             return missing
         raise self._error(status, data)
+
+    def _request_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """A request's headers, naming the store this one's positions belong to (once
+        known): a server whose store is another answers 409 ``store_changed``."""
+        if self.identity is not None:
+            headers[STORE_HEADER] = self.identity
+        return headers
+
+    def _note_identity(self, response: aiohttp.ClientResponse) -> None:
+        """Learn the server's store from its first answer."""
+        if self.identity is None:
+            self.identity = response.headers.get(STORE_HEADER)
 
     def _error(self, status: int, data: bytes) -> TidingsError:
         try:
@@ -344,6 +361,9 @@ class RemoteStore(StoreFront):
         retry = _RETRY_FIRST
         while remaining is None or remaining > 0:
             try:
+                # Each (re)connection first asks which store serves: positions of another
+                # one (the server's store restored meanwhile) raise StoreChanged.
+                await self._call("GET", "/head", Head)
                 pages = (
                     self._live_pages(position, filter, size)
                     if self._ws is False
@@ -373,13 +393,16 @@ class RemoteStore(StoreFront):
         """Pages from one SSE connection, until it ends or breaks (StoreUnavailable)."""
         params: list[tuple[str, Any]] = [("from_position", after)]
         params += _filter_params(filter, pattern=True)
-        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+        headers = self._request_headers(
+            {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+        )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=60)
         parser = SSEParser()
         try:
             async with self.session.get(
                 self.base + "/events/live", params=params, headers=headers, timeout=timeout
             ) as response:
+                self._note_identity(response)
                 if response.status >= 300:
                     raise self._error(response.status, await response.read())
                 async for chunk in response.content.iter_any():

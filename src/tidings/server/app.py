@@ -110,8 +110,14 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-API-Key"],
-            expose_headers=["Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "X-API-Key",
+                "Tidings-Store",
+            ],
+            expose_headers=["Retry-After", "Tidings-Store"],
         )
     return app
 

@@ -1,4 +1,7 @@
-"""The first layer every request passes: refuse a URL with NUL, count and time the request."""
+"""The first layer every request passes: refuse a URL with NUL, count and time the request,
+and name the store in every answer (the ``tidings-store`` header: its identity). A
+request that names another store in that header (positions of a store since restored,
+or of another one) is refused with 409 ``store_changed``: the reader starts over."""
 
 from __future__ import annotations
 
@@ -10,6 +13,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tidings.server.errors import error_response
 from tidings.server.metrics import ServerMetrics
 from tidings.wire import ErrorBody
+
+STORE_HEADER = b"tidings-store"
+"""The response header naming the store the positions of an answer belong to."""
+
+
+def _identity_of(scope: Scope) -> bytes | None:
+    node = getattr(getattr(scope.get("app"), "state", None), "tidings", None)
+    identity = getattr(getattr(node, "store", None), "identity", None)
+    return identity.encode() if isinstance(identity, str) else None
+
+
+def _asked_identity(scope: Scope) -> bytes | None:
+    """The store a request's positions belong to, if it says (its ``tidings-store``)."""
+    for name, value in scope.get("headers", ()):
+        if name == STORE_HEADER:
+            return bytes(value).strip()
+    return None
 
 
 class Front:
@@ -39,6 +59,22 @@ class Front:
             await error_response(400, body)(scope, receive, send)
             self._record(scope, 400, started)
             return
+        identity = _identity_of(scope)
+        if identity is not None:
+            asked = _asked_identity(scope)
+            if asked is not None and asked != identity:
+                body = ErrorBody(
+                    "store_changed",
+                    f"the store is {identity.decode()}, not {asked.decode(errors='replace')}"
+                    " whose positions were given: start over",
+                    identity=asked.decode(errors="replace"),
+                    current=identity.decode(),
+                )
+                await error_response(409, body, {"tidings-store": identity.decode()})(
+                    scope, receive, send
+                )
+                self._record(scope, 409, started)
+                return
         answered = False
 
         async def sending(message: Message) -> None:
@@ -46,6 +82,8 @@ class Front:
             if message["type"] == "http.response.start":
                 answered = True
                 self._record(scope, message["status"], started)
+                if identity is not None:
+                    message["headers"] = [*message.get("headers", ()), (STORE_HEADER, identity)]
             await send(message)
 
         try:

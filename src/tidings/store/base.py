@@ -118,6 +118,11 @@ class EventStore(Protocol):
         """Where a named checkpoint that transactions move stands (None: never moved)."""
         ...
 
+    @property
+    def identity(self) -> str | None:
+        """The store's identity, a UUID made with its schema and new after a restore."""
+        ...
+
     async def head(self) -> int:
         """The last committed position, 0 when the store is empty."""
         ...
@@ -240,6 +245,10 @@ class StoreFront(abc.ABC):
         self.page_size = page_size
         self._closed = False
         self._types: Types | None = None
+        self.identity: str | None = None
+        """The store's identity: a UUID made with its schema, new after a restore (None
+        on a remote store until the server first answers). Positions belong to it: a
+        reader resuming from a position checks it names the same store."""
         self._watch = HeadWatch(self.head)
         self.append_observers: list[Callable[[int], None]] = []
         """Called with the number of events of every append that lands (metrics)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import NamedTuple
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from tidings.codec import decode_json
 from tidings.events import AppendResult, AuditRecord, Filter, RecordedEvent, StreamInfo
@@ -30,6 +30,7 @@ class MemoryStore(StoreFront):
         self._ids: dict[UUID, StoredIdentity] = {}
         self._audits: list[AuditRecord] = []
         self._checkpoints: dict[str, int] = {}
+        self.identity = str(uuid4())
         self._last_ms = 0
 
     async def _commit(self, group: Group) -> list[AppendResult]:

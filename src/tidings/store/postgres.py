@@ -144,10 +144,11 @@ class PostgresStore(StoreFront):
             raise StoreUnavailable(redact(url), f"{type(exc).__name__}: {exc}") from exc
         try:
             await _migrate(pool, schema)
+            identity = str(await pool.fetchval(load_queries("postgres", schema)["store_identity"]))
         except BaseException:
             await pool.close()
             raise
-        return cls(
+        store = cls(
             url,
             pool,
             schema,
@@ -156,6 +157,8 @@ class PostgresStore(StoreFront):
             writers=options.get("writers", 2),
             max_event_bytes=options.get("max_event_bytes"),
         )
+        store.identity = identity
+        return store
 
     @contextlib.asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:

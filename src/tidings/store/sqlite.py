@@ -169,6 +169,7 @@ class SQLiteStore(StoreFront):
             if mode.lower() != "wal":
                 raise StoreUnavailable(self.url, f"could not switch to WAL (journal_mode={mode})")
             self._migrate(conn)
+            self.identity = str(conn.execute(Q["store_identity"]).fetchone()[0])
             # From here on the writer waits for other processes itself (begin_immediate).
             conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:

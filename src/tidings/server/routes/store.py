@@ -211,10 +211,11 @@ async def head(
     poll: answers as soon as the head reaches it, or with the head as it is after ``wait``."""
     node = node_in(request)
     await caller(request)  # any caller may know the head
+    identity = node.store.identity
     if at_least is not None and wait > 0:
         with contextlib.suppress(TimeoutError):
-            return reply(Head(await node.store.wait_for(at_least, timeout=wait)))
-    return reply(Head(await node.store.head()))
+            return reply(Head(await node.store.wait_for(at_least, timeout=wait), identity))
+    return reply(Head(await node.store.head(), identity))
 
 
 @router.post(

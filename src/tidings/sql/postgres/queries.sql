@@ -71,3 +71,6 @@ ORDER BY name FOR UPDATE;
 INSERT INTO {schema}.checkpoints (name, position, updated_ms)
 SELECT name, position, $3 FROM unnest($1::text[], $2::bigint[]) AS m (name, position)
 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms;
+
+-- name: store_identity
+SELECT identity::text FROM {schema}.store WHERE id = 1;

@@ -273,3 +273,10 @@ CREATE TABLE {schema}.checkpoints (
     position BIGINT NOT NULL,
     updated_ms BIGINT NOT NULL
 );
+
+-- The store's identity: a UUID made with the schema, new after a restore.
+CREATE TABLE {schema}.store (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    identity UUID NOT NULL DEFAULT gen_random_uuid(),
+    created TIMESTAMPTZ NOT NULL DEFAULT now()
+);

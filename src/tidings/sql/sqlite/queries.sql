@@ -65,3 +65,6 @@ SELECT position FROM tidings_checkpoints WHERE name = ?;
 -- name: move_checkpoint
 INSERT INTO tidings_checkpoints (name, position, updated_ms) VALUES (?, ?, ?)
 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms;
+
+-- name: store_identity
+SELECT identity FROM tidings_store WHERE id = 1;

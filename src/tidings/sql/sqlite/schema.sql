@@ -204,3 +204,10 @@ CREATE TABLE tidings_checkpoints (
     position INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The store's identity: a UUID made with the schema, new after a restore.
+CREATE TABLE tidings_store (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    identity TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
