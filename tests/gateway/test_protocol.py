@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ async def test_offering_tidings_v1_selects_it_and_sends_ready(main_server: Serve
     async with connect(main_server) as one, connect(main_server) as two:
         assert one.ws.subprotocol == "tidings.v1"
         ready = await one.ready()
-        assert set(ready) == {"type", "protocol", "address", "user", "expires"}
+        assert set(ready) == {"type", "protocol", "address", "user", "expires", "store"}
+        assert str(uuid.UUID(ready["store"])) == ready["store"]
         assert ready["protocol"] == "tidings.v1"
         assert ready["user"] is None and ready["expires"] is None
         assert set(ready["address"]) == {"node", "connection"}
@@ -60,6 +62,22 @@ async def test_offering_tidings_v1_selects_it_and_sends_ready(main_server: Serve
         other = (await two.ready())["address"]
         assert other["node"] == ready["address"]["node"]  # the same server node
         assert other["connection"] != ready["address"]["connection"]
+
+
+async def test_a_subscription_resuming_positions_of_another_store_is_told_to_start_over(
+    main_server: Served,
+) -> None:
+    async with connect(main_server) as client:
+        store = (await client.ready())["store"]
+        other = str(uuid.uuid4())
+        refused = await client.error(
+            {"type": "subscribe", "id": 1, "sub": "s", "from_position": 3, "store": other},
+            "store_changed",
+        )
+        assert store in refused["message"] and refused["id"] == 1
+        same = await client.subscribe("s", from_position=0, store=store)
+        assert same["store"] == store and same["position"] == 0
+        await client.still_open()
 
 
 async def test_a_client_offering_no_subprotocol_is_served(main_server: Served) -> None:
@@ -760,6 +778,13 @@ async def test_sigterm_closes_with_1012_after_closing_with_resume_positions(
         assert len(c_got) >= 10  # mostly cut mid-stream: the check below holds either way
         assert c_got == [e for e in c_events if e["position"] <= resume["c"]]
         assert idle_messages == [
-            {"type": "closing", "reason": closing["reason"], "code": 1012, "resume": {}}
+            {
+                "type": "closing",
+                "reason": closing["reason"],
+                "code": 1012,
+                "resume": {},
+                "store": closing["store"],
+            }
         ]
+        assert str(uuid.UUID(closing["store"])) == closing["store"]
         assert idle.close_code == 1012

@@ -72,7 +72,7 @@ async def test_a_first_message_auth_with_a_key_gets_ready_with_its_id(auth_serve
     async with connect(auth_server) as client:
         await client.send({"type": "auth", "id": "a1", "token": ADMIN_KEY})
         ready = await client.ready()
-        assert set(ready) == {"type", "id", "protocol", "address", "user", "expires"}
+        assert set(ready) == {"type", "id", "protocol", "address", "user", "expires", "store"}
         assert ready["id"] == "a1"
         assert ready["protocol"] == "tidings.v1"
         assert set(ready["address"]) == {"node", "connection"}

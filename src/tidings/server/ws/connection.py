@@ -101,7 +101,11 @@ class Connection:
         self.closing = (code, reason)
         resume = {name: sub.cursor for name, sub in self.subs.items()}
         self._stop_subs()
-        self.outbox.force(protocol.reply("closing", reason=reason, code=code, resume=resume))
+        self.outbox.force(
+            protocol.reply(
+                "closing", reason=reason, code=code, resume=resume, store=self.node.store.identity
+            )
+        )
         self.outbox.finish()
 
     def _stop_subs(self) -> None:
@@ -127,6 +131,7 @@ class Connection:
                 address=self.address,
                 user=who.user,
                 expires=who.expires,
+                store=self.node.store.identity,
             )
         )
 
@@ -363,6 +368,14 @@ class Connection:
             )
         if message.from_position is not None and message.start is not None:
             raise protocol.BadMessage("invalid_message", "give from_position or from, not both", id)
+        identity = self.node.store.identity
+        if message.store is not None and message.store != identity:
+            raise protocol.BadMessage(
+                "store_changed",
+                f"the store is {identity}, not {message.store} whose positions were given:"
+                " start over",
+                id,
+            )
         given = message.filter
         try:
             found = None
@@ -384,7 +397,7 @@ class Connection:
             cursor = message.from_position or 0
         sub = WsSubscription(self, message.sub, allowed, cursor, message.ack == "auto")
         self.subs[message.sub] = sub
-        self._send(protocol.reply("subscribed", id, sub=sub.sub, position=cursor))
+        self._send(protocol.reply("subscribed", id, sub=sub.sub, position=cursor, store=identity))
         sub.task = asyncio.create_task(sub.run(), name=f"tidings-ws-sub-{self.id}-{sub.sub}")
         sub.task.add_done_callback(functools.partial(self._ended, sub))
 

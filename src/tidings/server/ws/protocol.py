@@ -56,6 +56,9 @@ class Subscribe(_Message, tag="subscribe"):
     from_position: Position | None = None
     start: Literal["start", "end"] | None = msgspec.field(default=None, name="from")
     ack: Literal["manual", "auto"] = "manual"
+    store: str | None = None
+    """The store ``from_position`` belongs to (the ``store`` of an earlier ``ready``):
+    another one is refused with ``store_changed``."""
 
 
 class Ack(_Message, tag="ack"):
