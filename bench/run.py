@@ -19,7 +19,9 @@ Then, unless ``--no-extras``, it runs ``subscriptions.py`` (catch-up and live de
 raw client library), ``live_latency.py`` (writer-to-live-reader latency across
 processes), ``http.py`` (the server: HTTP appends, SSE fan-out, remote reads) and
 ``ws.py`` (the WebSocket gateway: fan-out latency, saturation, memory per connection) and
-``eventstreams.py`` (managed event streams delivering to webhooks) with
+``eventstreams.py`` (managed event streams delivering to webhooks) and
+``es_module.py`` (the eventsourcing library's application on its own persistence
+modules and on ``tidings.contrib.eventsourcing``) with
 the same ``--runs``/``--quick``, each printing its own table and writing its JSON next
 to ``latest.json``.
 """
@@ -69,6 +71,7 @@ EXTRAS = (
     "http.py",
     "ws.py",
     "eventstreams.py",
+    "es_module.py",
 )  # run after the tables, each alone
 EXTRAS_TIMEOUT = 1800.0
 
@@ -108,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-extras",
         action="store_true",
-        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway, event streams)",
+        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway, event streams, eventsourcing persistence modules)",
     )
     args = parser.parse_args(argv)
     if args.runs < 1:
