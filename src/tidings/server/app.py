@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from tidings.server import errors, metrics, openapi
 from tidings.server.auth import Authenticator
+from tidings.server.declared import load_types
 from tidings.server.fast import FastApp
 from tidings.server.guard import Front
 from tidings.server.limits import RateLimiter
@@ -51,6 +52,8 @@ def create_app(
     """
     settings = settings or Settings()
     target = settings.store if store_or_url is None else store_or_url
+    if settings.types is not None:
+        load_types(settings.types)  # a bad import path fails here, not at the first read
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,4 +1,4 @@
-"""State views declared in the server's settings, opened on its store."""
+"""What the server's settings declare by import path: state views, a type registry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tidings.errors import ConfigurationError
+from tidings.types import Types
 from tidings.views import View
 
 
@@ -32,6 +33,19 @@ def load_reducer(path: str) -> Any:
         raise ConfigurationError(f"view reducer {path!r} cannot be imported: {exc}") from exc
     if not callable(found):
         raise ConfigurationError(f"view reducer {path!r} is not callable")
+    return found
+
+
+def load_types(path: str) -> Types:
+    """The ``tidings.Types`` at ``pkg.module:name``, checked; ConfigurationError if none."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(f"types {path!r} cannot be imported: {exc}") from exc
+    if not isinstance(found, Types):
+        raise ConfigurationError(f"types {path!r} is a {type(found).__name__}, not a tidings.Types")
+    found.check()
     return found
 
 

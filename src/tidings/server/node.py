@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 
 from tidings.delivery.dispatcher import Dispatcher
 from tidings.delivery.streams import EventStreams
-from tidings.server.declared import open_views
+from tidings.server.declared import load_types, open_views
 from tidings.server.eventstreams import open_eventstreams, start_dispatcher
 from tidings.server.limits import RateLimiter
 from tidings.server.live import LiveLog
@@ -21,6 +21,7 @@ from tidings.server.settings import Settings
 from tidings.server.ws.firefly import Consumers
 from tidings.server.ws.roster import PRESENCE, Roster, topic_of
 from tidings.store import EventStore
+from tidings.types import Types
 from tidings.views import View
 
 if TYPE_CHECKING:
@@ -47,10 +48,14 @@ class Node:
     eventstreams: EventStreams | None = field(init=False, default=None)
     consumers: Consumers = field(init=False, default_factory=Consumers)
     dispatcher: Dispatcher | None = field(init=False, default=None)
+    types: Types | None = field(init=False, default=None)
+    """The registry that ``upcast=true`` reads apply (the settings' ``types``)."""
 
     def __post_init__(self) -> None:
         from tidings.server.ws.gateway import Gateway
 
+        if self.settings.types is not None:
+            self.types = load_types(self.settings.types)
         self.gateway = Gateway(self)
         self._ws_idle.set()
         rate = self.settings.ws.messages_per_second

@@ -195,6 +195,12 @@ class Settings(BaseSettings):
     views: list[ViewSettings] = Field(
         default_factory=list, description="state views to fold: name, category, reducer"
     )
+    types: str | None = Field(
+        default=None,
+        description="import path of a tidings.Types registry ('pkg.module:types'): reads "
+        "asked with upcast=true answer with events renamed and upcast to their current "
+        "versions (stored events and other reads are left as they are)",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed by CORS and for WebSockets"
     )

@@ -16,6 +16,7 @@ from tidings.server.body import decode_body, reply
 from tidings.server.errors import ApiError
 from tidings.server.node import Node, node_in, node_of
 from tidings.server.openapi import body_of, responses
+from tidings.types import Types
 from tidings.wire import (
     MAX_POSITION,
     AppendBody,
@@ -31,6 +32,25 @@ from tidings.wire import (
 )
 
 router = APIRouter()
+
+Upcast = Annotated[
+    bool,
+    Query(
+        description="events renamed and upcast to their types' current versions by the "
+        "server's type registry (its `types` setting); stored events are not changed"
+    ),
+]
+
+
+def registry(node: Node, upcast: bool) -> Types | None:
+    """The registry an ``upcast`` read applies; 400 when the server has none."""
+    if not upcast:
+        return None
+    if node.types is None:
+        raise ApiError(400, "invalid_input", "upcast=true: the server has no type registry")
+    return node.types
+
+
 NodeDep = Annotated[Node, Depends(node_of)]
 # The store's routes take the request and call node_in / caller themselves: FastAPI's
 # dependency solving costs ~20% of a small append's time on the server.
@@ -87,16 +107,20 @@ async def read_stream(
     from_version: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     limit: Limit = None,
     direction: Literal["forward", "backward"] = "forward",
+    upcast: Upcast = False,
 ) -> Response:
     """A page of a stream's events from ``from_version``, forwards or backwards."""
     node, who = node_in(request), await caller(request)
     who.require("read", category_of(stream))
     size = page_limit(node, limit)
     backwards = direction == "backward"
+    types = registry(node, upcast)
     events = [
         e
         async for e in node.store.read_stream(stream, from_version, limit=size, backwards=backwards)
     ]
+    if types is not None:
+        events = types.read(events)
     following: int | None = None
     if size and len(events) == size:
         last = events[-1].version
@@ -156,6 +180,7 @@ async def read_log(
     type: Annotated[list[str] | None, Query()] = None,
     stream_prefix: str | None = None,
     stream_pattern: Annotated[str | None, Query(description="a regular expression")] = None,
+    upcast: Upcast = False,
 ) -> Response:
     """Events with a position above ``from_position`` that pass the filters.
 
@@ -165,8 +190,13 @@ async def read_log(
     node, who = node_in(request), await caller(request)
     found = readable(who, log_filter(category, type, stream_prefix, stream_pattern))
     size = page_limit(node, limit)
+    types = registry(node, upcast)
+    if types is not None:
+        found = types.read_filter(found)  # a type's old names are that type too
     head = await node.store.head()
     events = [e async for e in node.store.read_all(from_position, found, limit=size)]
+    if types is not None:
+        events = types.read(events)
     if events:
         head = max(head, events[-1].position)  # a commit may land between the two reads
     if size == 0:
