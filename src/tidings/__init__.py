@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from tidings import notify, views
 from tidings.aggregates import Fold, Projected
+from tidings.backup import BackupInfo, RestoreInfo, restore
 from tidings.batcher import Batcher
 from tidings.errors import (
+    BackupError,
     BatcherClosed,
     CheckpointConflict,
     ConfigurationError,
@@ -74,6 +76,8 @@ __all__ = [
     "AppendResult",
     "Audit",
     "AuditRecord",
+    "BackupError",
+    "BackupInfo",
     "Batcher",
     "BatcherClosed",
     "Change",
@@ -112,6 +116,7 @@ __all__ = [
     "RecordedEvent",
     "Relay",
     "RelayStats",
+    "RestoreInfo",
     "Retry",
     "SnapshotError",
     "StoreChanged",
@@ -133,5 +138,6 @@ __all__ = [
     "__version__",
     "connect",
     "notify",
+    "restore",
     "views",
 ]

@@ -30,6 +30,8 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     ├── BatcherClosed           a batcher was used after close()
     ├── SnapshotError           a projection state with no JSON form, or a stale snapshot
     ├── EventDecodeError        a stored event its registered upcasters or class cannot read
+    ├── BackupError             a backup file or restore target refused (incomplete, corrupt,
+    │                           newer format, non-empty target, unsupported store)
     ├── ViewError               an event a state view cannot fold (parked by default)
     └── ViewClosed              a state view was used after close()
 
@@ -323,3 +325,21 @@ class EventDecodeError(TidingsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.type, self.version, self.position, self.detail))
+
+
+class BackupError(TidingsError):
+    """A backup or a restore refused, nothing written: ``problem`` is ``"incomplete"``
+    (a backup file whose backup never finished), ``"corrupt"`` (not a backup file, or one
+    damaged or truncated), ``"newer_format"`` (written by a newer tidings),
+    ``"not_empty"`` (a restore target holding data, without ``force``), ``"exists"`` (a
+    backup target that is already there) or ``"unsupported"`` (a store that cannot be
+    backed up or restored into)."""
+
+    def __init__(self, problem: str, where: str, detail: str) -> None:
+        self.problem = problem
+        self.where = where
+        self.detail = detail
+        super().__init__(f"{where}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problem, self.where, self.detail))

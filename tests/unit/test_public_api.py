@@ -75,6 +75,11 @@ EXPECTED = {
     "TypeRegistryError",
     "UnregisteredType",
     "EventDecodeError",
+    # backup and restore
+    "BackupError",
+    "BackupInfo",
+    "RestoreInfo",
+    "restore",
 }
 
 
@@ -105,6 +110,7 @@ def test_every_backend_satisfies_the_store_protocol() -> None:
             "reset_subscription",
             "project",
             "execute",
+            "backup",
         ):
             assert callable(getattr(cls, name)), f"{cls.__name__} lacks {name}"
 

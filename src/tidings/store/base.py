@@ -45,6 +45,7 @@ from tidings.types import Types
 
 if TYPE_CHECKING:  # annotations only: these layers sit above the store
     from tidings.aggregates import Projected
+    from tidings.backup import BackupInfo, ProgressCallback
     from tidings.subscriptions import Subscription, SubscriptionInfo
     from tidings.subscriptions.runner import Handler
 
@@ -346,6 +347,12 @@ class StoreFront(abc.ABC):
             self, stream, command, aggregate, **options
         )
         return result
+
+    async def backup(self, target: Any, progress: ProgressCallback | None = None) -> BackupInfo:
+        """Write a consistent copy of the store to the file ``target`` while it keeps
+        serving: the log up to the head when it began (``tidings.backup``)."""
+        info: BackupInfo = await feature("backup")(self, target, progress)
+        return info
 
     async def wait_for(self, position: int, timeout: float | None = None) -> int:  # noqa: ASYNC109
         """Wait until the log reaches ``position``; return the head.
