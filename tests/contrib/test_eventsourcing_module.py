@@ -4,6 +4,8 @@ leader and a process application, and the events as a tidings reader sees them."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -238,3 +240,19 @@ def test_a_process_application_counts_each_event_once_across_restarts(store_url:
         ]
         assert [e.metadata["originator_version"] for e in history] == [1, 2, 3, 4, 5]
         assert store.checkpoint("Totals-Accounts") == last
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "left-open"])
+def test_a_module_level_application_lets_the_interpreter_exit(closed: bool) -> None:
+    """The library's Application.__del__ closes again at interpreter shutdown, when the
+    sync loop no longer runs: that must not wait for it."""
+    script = (
+        "from eventsourcing.application import Application\n"
+        "app = Application(env={'PERSISTENCE_MODULE': 'tidings.contrib.eventsourcing',"
+        " 'TIDINGS_URL': 'memory://'})\n" + ("app.close()\n" if closed else "") + "print('done')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"

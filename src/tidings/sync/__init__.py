@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -65,6 +66,7 @@ class SyncStore:
     def __init__(self, store: EventStore, loop: LoopThread) -> None:
         self.store = store
         self._loop = loop
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -161,12 +163,18 @@ class SyncStore:
     def close(self) -> None:
         """Finish queued appends and release everything (also the end of ``with store:``).
 
-        Called on the loop's own thread (a finalizer the garbage collector ran there), it
-        starts the closing and returns at once instead of waiting for itself.
+        Closing again does nothing. At interpreter shutdown (a finalizer) nothing waits
+        for the loop thread, which no longer runs; on the loop's own thread (a finalizer
+        the garbage collector ran there) it starts the closing and returns at once.
         """
+        if self._closed:
+            return
+        self._closed = True
         if self._loop.here():
             self._loop.submit(self.store.close)
             return
+        if sys.is_finalizing() or not self._loop.thread.is_alive():
+            return  # the interpreter is shutting down: the loop can no longer run
         self._loop.run(self.store.close)
 
     def __enter__(self) -> SyncStore:

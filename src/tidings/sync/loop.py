@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
@@ -43,6 +44,11 @@ class LoopThread:
             raise RuntimeError(
                 "this tidings.sync store was opened before the process forked and its "
                 "event loop does not run here; call tidings.sync.connect again in this process"
+            )
+        if sys.is_finalizing() or not self.thread.is_alive():
+            raise RuntimeError(
+                f"the {THREAD_NAME} thread has stopped (the interpreter is shutting down):"
+                " tidings.sync calls can no longer run"
             )
 
     def run(self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kw: P.kwargs) -> T:
