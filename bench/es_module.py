@@ -149,20 +149,6 @@ def environment(request: dict[str, Any]) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": TIDINGS_MODULE, "TIDINGS_URL": url}
 
 
-def line(n: int) -> dict[str, Any]:
-    """The arguments of an ``Order``'s n-th line: the first line item of ``event_data(n)``."""
-    from workloads import event_data
-
-    data = event_data(n)
-    first = data["lines"][0]
-    return {
-        "sku": first["sku"],
-        "quantity": first["quantity"],
-        "unit_price": first["unit_price"],
-        "note": data["note"],
-    }
-
-
 @contextlib.contextmanager
 def open_app(request: dict[str, Any]) -> Iterator[Any]:
     """The application on the measurement's fresh store, its connections open."""
@@ -226,7 +212,7 @@ def save_orders(app: Any, writers: int, saves: int, batch: int, fresh: bool) -> 
     a new ``Order`` first and then adds to it (``fresh=False``), or makes a new
     ``Order`` of ``batch`` events per save (``fresh=True``, the pre-loads). The
     seconds, and every ``Order`` saved."""
-    from peer_eventsourcing import Order
+    from peer_eventsourcing import Order, order_line
 
     orders: list[list[Any]] = [[] for _ in range(writers)]
 
@@ -236,14 +222,14 @@ def save_orders(app: Any, writers: int, saves: int, batch: int, fresh: bool) -> 
 
             def work() -> None:
                 for _ in range(mine):
-                    order = Order(**line(0))
+                    order = Order(**order_line(0))
                     for n in range(1, batch):
-                        order.add_line(**line(n))
+                        order.add_line(**order_line(n))
                     app.save(order)
                     orders[w].append(order)
 
             return work
-        order = Order(**line(0))
+        order = Order(**order_line(0))
         app.save(order)  # before timing: the aggregate exists, the writer is warm
         orders[w].append(order)
 
@@ -251,7 +237,7 @@ def save_orders(app: Any, writers: int, saves: int, batch: int, fresh: bool) -> 
             n = 1
             for _ in range(mine):
                 for _ in range(batch):
-                    order.add_line(**line(n))
+                    order.add_line(**order_line(n))
                     n += 1
                 app.save(order)
 

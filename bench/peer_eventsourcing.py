@@ -69,6 +69,18 @@ class BenchApp(Application[uuid.UUID]):
     log_section_size = READ_PAGE
 
 
+def order_line(n: int) -> dict[str, Any]:
+    """The arguments of an ``Order``'s n-th line: the first line item of ``event_data(n)``."""
+    data = event_data(n)
+    first = data["lines"][0]
+    return {
+        "sku": first["sku"],
+        "quantity": first["quantity"],
+        "unit_price": first["unit_price"],
+        "note": data["note"],
+    }
+
+
 # A writer makes the appends of one stream: called with the number of events per
 # append, it makes the next append of that many events.
 Writer = Callable[[int], None]
@@ -168,9 +180,9 @@ def application_writer(app: BenchApp) -> Writer:
         nonlocal order, n
         for _ in range(batch):
             if order is None:
-                order = Order(**event_data(n))
+                order = Order(**order_line(n))
             else:
-                order.add_line(**event_data(n))
+                order.add_line(**order_line(n))
             n += 1
         app.save(order)
 
