@@ -333,7 +333,7 @@ class BackupError(TidingsError):
     damaged or truncated), ``"newer_format"`` (written by a newer tidings),
     ``"not_empty"`` (a restore target holding data, without ``force``), ``"exists"`` (a
     backup target that is already there) or ``"unsupported"`` (a store that cannot be
-    backed up or restored into)."""
+    backed up or restored into) or ``"missing"`` (no backup file there)."""
 
     def __init__(self, problem: str, where: str, detail: str) -> None:
         self.problem = problem

@@ -84,7 +84,9 @@ class BackupWriter:
         if not self.path.parent.is_dir():
             raise BackupError("unsupported", where, f"no directory {self.path.parent}")
         self.partial.unlink(missing_ok=True)
-        conn = self._conn = sqlite3.connect(self.partial, isolation_level=None)
+        conn = self._conn = sqlite3.connect(
+            self.partial, isolation_level=None, check_same_thread=False
+        )
         for statement in split_statements(Q["build_pragmas"]):
             conn.execute(statement)
         conn.execute("BEGIN")
@@ -163,7 +165,7 @@ class BackupReader:
                 raise BackupError(
                     "incomplete", self.where, "the backup never finished (only a .partial file)"
                 )
-            raise BackupError("corrupt", self.where, "no such backup file")
+            raise BackupError("missing", self.where, "no such backup file")
         with self.path.open("rb") as f:
             if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
                 raise self._corrupt("not a tidings backup file (not a SQLite file)")

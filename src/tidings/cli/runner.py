@@ -14,6 +14,8 @@ code  meaning
 4     not found: ``NotFound``, or a SQLite file that does not exist for a read
 5     store unavailable: ``StoreUnavailable`` (or ``NotifierUnavailable``)
 6     access denied by a remote store (``AccessDenied``)
+7     a backup or restore refused (``BackupError``): the backup file exists, a backup
+      file that is incomplete, damaged or newer, a non-empty target; nothing written
 130   interrupted by Ctrl-C (other than ``tail -f``)
 ====  ==========================================================================
 """
@@ -34,6 +36,7 @@ import typer
 
 from tidings.errors import (
     AccessDenied,
+    BackupError,
     ConfigurationError,
     DuplicateEventId,
     InvalidInput,
@@ -59,6 +62,7 @@ class ExitCode(enum.IntEnum):
     NOT_FOUND = 4
     UNAVAILABLE = 5
     ACCESS_DENIED = 6
+    BACKUP_REFUSED = 7
     INTERRUPTED = 130
 
 
@@ -74,6 +78,8 @@ def exit_code(exc: BaseException) -> ExitCode:
         return ExitCode.UNAVAILABLE
     if isinstance(exc, AccessDenied):
         return ExitCode.ACCESS_DENIED
+    if isinstance(exc, BackupError):
+        return ExitCode.BACKUP_REFUSED
     return ExitCode.UNEXPECTED
 
 
