@@ -10,8 +10,8 @@ transaction as the events they produced. See ``mapping`` for how the two models 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
@@ -46,6 +46,19 @@ _WINDOW = 256
 """The first stretch of the log's end searched for a category's last position."""
 
 _decode = msgspec.json.Decoder().decode
+
+
+@asynccontextmanager
+async def _closing(
+    events: AsyncIterator[RecordedEvent],
+) -> AsyncIterator[AsyncIterator[RecordedEvent]]:
+    """An iteration of a read that is closed when left early (an async generator's)."""
+    try:
+        yield events
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _check_above(stream: str, version: int, tail: _Tail) -> None:
@@ -127,24 +140,29 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
 
     def _insert(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None) -> list[int]:
         """Record the events (and move the tracking checkpoint) in one transaction; the
-        notification ids, in the order given."""
+        notification ids, in the order given. One trip to the store's loop thread."""
         runs = self._runs(stored_events)
         if not runs and tracking is None:
             return []
+        with _library_errors():
+            return self.store.call(self._insert_there, runs, tracking)
+
+    async def _insert_there(
+        self, runs: list[tuple[str, list[StoredEvent]]], tracking: Tracking | None
+    ) -> list[int]:
         for _ in range(_ATTEMPTS):
             plans = self._plans(runs)
-            with _library_errors():
-                try:
-                    results = self._commit(plans, tracking)
-                except tidings.WrongExpectedVersion as exc:
-                    self._learn(exc.stream, runs)
-                    continue
+            try:
+                results = await self._commit(plans, tracking)
+            except tidings.WrongExpectedVersion as exc:
+                await self._learn(exc.stream, runs)
+                continue
             ids: list[int] = []
             for (stream, events), (_, _, expected), result in zip(
                 runs, plans, results, strict=True
             ):
                 if expected is NO_STREAM:
-                    self._first(stream, events[0].originator_version)
+                    await self._first(stream, events[0].originator_version)
                 self._remember(stream, result.last_version, events[-1].originator_version)
                 ids.extend(range(result.position - len(events) + 1, result.position + 1))
             return ids
@@ -195,19 +213,22 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
             event.topic, data, {mapping.VERSION_KEY: event.originator_version, **marks}, uuid4()
         )
 
-    def _commit(self, plans: list[Plan], tracking: Tracking | None) -> list[tidings.AppendResult]:
-        with self.store.transaction() as tx:
-            for stream, events, expected in plans:
-                tx.append(stream, events, expected)
-            if tracking is not None:
-                name = self._checkpoint_name(tracking.application_name)
-                tx.move_checkpoint(name, tracking.notification_id)
-        return tx.results
+    async def _commit(
+        self, plans: list[Plan], tracking: Tracking | None
+    ) -> list[tidings.AppendResult]:
+        tx = self.store.store.transaction()
+        for stream, events, expected in plans:
+            tx.append(stream, events, expected)
+        if tracking is not None:
+            tx.move_checkpoint(
+                self._checkpoint_name(tracking.application_name), tracking.notification_id
+            )
+        return await tx.commit()
 
-    def _learn(self, stream: str, runs: list[tuple[str, list[StoredEvent]]]) -> None:
+    async def _learn(self, stream: str, runs: list[tuple[str, list[StoredEvent]]]) -> None:
         """After a version conflict on ``stream``: read where it stands; an
         ``IntegrityError`` if what is inserted is recorded there already."""
-        last = list(self.store.read_stream(stream, backwards=True, limit=1))
+        last = await self._read(stream, None, backwards=True, limit=1)
         if not last:
             self._tails.pop(stream, None)
             return
@@ -216,6 +237,12 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
         first = next(events[0].originator_version for s, events in runs if s == stream)
         _check_above(stream, first, tail)
 
+    async def _read(
+        self, stream: str, start: int | None, backwards: bool = False, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        async with _closing(self.store.store.read_stream(stream, start, limit, backwards)) as read:
+            return [e async for e in read]
+
     def _remember(self, stream: str, version: int, originator_version: int) -> None:
         if len(self._tails) >= _KNOWN:
             self._tails.clear()
@@ -223,11 +250,11 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
         if known is None or known.version < version:
             self._tails[stream] = _Tail(version, originator_version)
 
-    def _first(self, stream: str, originator_version: int | None = None) -> int | None:
+    async def _first(self, stream: str, originator_version: int | None = None) -> int | None:
         """The originator version of the stream's first event (None: no stream)."""
         first = self._firsts.get(stream)
         if first is None and originator_version is None:
-            found = list(self.store.read_stream(stream, limit=1))
+            found = await self._read(stream, None, limit=1)
             if not found:
                 return None
             originator_version = mapping.version_of(found[0].metadata)
@@ -252,20 +279,22 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
         reversed with ``desc``), at most ``limit`` of them."""
         stream = mapping.stream_of(self.category, originator_id)
         with _library_errors():
-            events = self._select(stream, gt, lte, desc, limit)
+            events = self.store.call(self._select, stream, gt, lte, desc, limit)
         return [self._stored(originator_id, e) for e in events]
 
-    def _select(
+    async def _select(
         self, stream: str, gt: int | None, lte: int | None, desc: bool, limit: int | None
     ) -> list[RecordedEvent]:
+        """On the store's loop thread: every read a selection needs, in one trip."""
         if limit is not None and limit <= 0:
             return []
-        start = self._start(stream, gt, lte, desc)
-        if not desc and gt is not None and start and self._gap_before(stream, start, gt):
-            return self._scan(stream, gt, lte, limit)
+        start = await self._start(stream, gt, lte, desc)
+        if not desc and gt is not None and start and await self._gap_before(stream, start, gt):
+            return await self._scan(stream, gt, lte, limit)
         found: list[RecordedEvent] = []
-        with self.store.read_stream(stream, start, backwards=desc) as events:
-            for event in events:
+        read = self.store.store.read_stream(stream, start, None, desc)
+        async with _closing(read) as events:
+            async for event in events:
                 version = mapping.version_of(event.metadata)
                 if desc and lte is not None and version > lte:
                     continue
@@ -278,7 +307,7 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
                     break
         return found
 
-    def _start(self, stream: str, gt: int | None, lte: int | None, desc: bool) -> int | None:
+    async def _start(self, stream: str, gt: int | None, lte: int | None, desc: bool) -> int | None:
         """Where to start reading: the stream version the asked originator version would
         have without gaps. Version ``k`` holds at least ``first + k``: so reading
         backwards from ``lte - first`` misses nothing, and forwards from ``gt + 1 -
@@ -286,12 +315,12 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
         bound = lte if desc else gt
         if bound is None:
             return None
-        first = self._first(stream)
+        first = await self._first(stream)
         if first is None:
             return None if desc else 0
         return max(0, bound - first if desc else bound + 1 - first)
 
-    def _gap_before(self, stream: str, start: int, gt: int) -> bool:
+    async def _gap_before(self, stream: str, start: int, gt: int) -> bool:
         """Whether an event before stream version ``start`` holds more than ``gt``
         (versions skipped before it). Known not to without a read while the stream is
         known to run without gaps that far."""
@@ -300,16 +329,15 @@ class TidingsAggregateRecorder(_OnStore, AggregateRecorder):
             gapless = tail.originator_version - first == tail.version
             if gapless and start - 1 <= tail.version:
                 return False
-        with self.store.read_stream(stream, start - 1, backwards=True, limit=1) as before:
-            found = list(before)
+        found = await self._read(stream, start - 1, backwards=True, limit=1)
         return bool(found) and mapping.version_of(found[0].metadata) > gt
 
-    def _scan(
+    async def _scan(
         self, stream: str, gt: int | None, lte: int | None, limit: int | None
     ) -> list[RecordedEvent]:
         found = []
-        with self.store.read_stream(stream) as events:
-            for event in events:
+        async with _closing(self.store.store.read_stream(stream)) as events:
+            async for event in events:
                 version = mapping.version_of(event.metadata)
                 if gt is not None and version <= gt:
                     continue
@@ -460,10 +488,15 @@ class TidingsTrackingRecorder(_OnStore, TrackingRecorder):
     def insert_tracking(self, tracking: Tracking) -> None:
         """Move the upstream application's checkpoint (``IntegrityError`` unless it
         is below ``tracking.notification_id``)."""
-        with _library_errors(), self.store.transaction() as tx:
-            tx.move_checkpoint(
-                self._checkpoint_name(tracking.application_name), tracking.notification_id
-            )
+        with _library_errors():
+            self.store.call(self._track, tracking)
+
+    async def _track(self, tracking: Tracking) -> None:
+        tx = self.store.store.transaction()
+        tx.move_checkpoint(
+            self._checkpoint_name(tracking.application_name), tracking.notification_id
+        )
+        await tx.commit()
 
     def max_tracking_id(self, application_name: str) -> int | None:
         """The last notification id processed from ``application_name`` (None: none)."""
