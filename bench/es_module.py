@@ -64,12 +64,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from report import cell, fixed_width, med
+from report import cell, fixed_width, med, versions
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_PG_URL = os.environ.get(
@@ -496,13 +495,6 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(fixed_width(lines))
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -555,12 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_before": load_before,
             "load_average_after": load_after,
         },
-        "versions": {
-            "tidings": _version("tidings"),
-            "eventsourcing": _version("eventsourcing"),
-            "sqlite": sqlite3.sqlite_version,
-            "postgres": pg_version,
-        },
+        "versions": versions(pg_version),
         "options": {
             "runs": args.runs,
             "quick": args.quick,

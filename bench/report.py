@@ -197,3 +197,22 @@ def cell(values: list[float], digits: int = 0) -> str:
     if len(values) == 1:
         return f"{m:,.{digits}f}"
     return f"{m:,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
+
+
+def versions(pg_version: str | None) -> dict[str, str | None]:
+    """The versions a result file records: tidings, eventsourcing, SQLite, PostgreSQL."""
+    import sqlite3
+    from importlib import metadata
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "tidings": version("tidings"),
+        "eventsourcing": version("eventsourcing"),
+        "sqlite": sqlite3.sqlite_version,
+        "postgres": pg_version,
+    }

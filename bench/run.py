@@ -35,19 +35,17 @@ import json
 import os
 import platform
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from report import Row, Series, render_table, write_json
+from report import Row, Series, render_table, versions, write_json
 from workloads import (
     BACKENDS,
     DEFAULT_MAX_SECONDS,
@@ -315,13 +313,6 @@ class Bench:
 # --- metadata and main ----------------------------------------------------------------
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def describe(
     args: argparse.Namespace, bench: Bench, backends: list[str], load: float
 ) -> dict[str, Any]:
@@ -338,12 +329,7 @@ def describe(
             "python": platform.python_version(),
             "load_average_at_start": load,
         },
-        "versions": {
-            "tidings": _version("tidings"),
-            "eventsourcing": _version("eventsourcing"),
-            "sqlite": sqlite3.sqlite_version,
-            "postgres": pg_version,
-        },
+        "versions": versions(pg_version),
         "options": {
             "backends": backends,
             "libraries": bench.libraries,

@@ -24,13 +24,18 @@ class ViewSettings(BaseModel):
     )
 
 
-def load_reducer(path: str) -> Any:
-    """The function at ``pkg.module:name``; ConfigurationError when there is none."""
+def _imported(path: str, what: str) -> Any:
+    """The object at ``pkg.module:name``; ConfigurationError naming ``what`` if none."""
     module_name, _, attribute = path.partition(":")
     try:
-        found = getattr(importlib.import_module(module_name), attribute)
+        return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigurationError(f"view reducer {path!r} cannot be imported: {exc}") from exc
+        raise ConfigurationError(f"{what} {path!r} cannot be imported: {exc}") from exc
+
+
+def load_reducer(path: str) -> Any:
+    """The function at ``pkg.module:name``; ConfigurationError when there is none."""
+    found = _imported(path, "view reducer")
     if not callable(found):
         raise ConfigurationError(f"view reducer {path!r} is not callable")
     return found
@@ -38,11 +43,7 @@ def load_reducer(path: str) -> Any:
 
 def load_types(path: str) -> Types:
     """The ``tidings.Types`` at ``pkg.module:name``, checked; ConfigurationError if none."""
-    module_name, _, attribute = path.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigurationError(f"types {path!r} cannot be imported: {exc}") from exc
+    found = _imported(path, "types")
     if not isinstance(found, Types):
         raise ConfigurationError(f"types {path!r} is a {type(found).__name__}, not a tidings.Types")
     found.check()
