@@ -48,6 +48,9 @@ async def test_a_request_naming_another_store_is_refused_before_it_acts(
         assert (body["identity"], body["current"]) == (other, store.identity)
         assert answer.headers["tidings-store"] == store.identity
     assert await store.head() == 1  # the refused append wrote nothing
+    # a browser's EventSource names the store in its URL: ?store=
+    live = await client.get("/events/live", params={"store": other})
+    assert error_of(live, 409, "store_changed")["current"] == store.identity
     same = await client.get("/events", headers={"tidings-store": str(store.identity)})
     assert same.status_code == 200
 

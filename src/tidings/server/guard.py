@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,10 +26,18 @@ def _identity_of(scope: Scope) -> bytes | None:
 
 
 def _asked_identity(scope: Scope) -> bytes | None:
-    """The store a request's positions belong to, if it says (its ``tidings-store``)."""
+    """The store a request's positions belong to, if it says: its ``tidings-store``
+    header, or a ``store`` query parameter (for a browser's ``EventSource``, which sends
+    no headers of its own: its URL carries it, and a reconnection to another store then
+    fails for good instead of resuming)."""
     for name, value in scope.get("headers", ()):
         if name == STORE_HEADER:
             return bytes(value).strip()
+    query: bytes = scope.get("query_string", b"")
+    if b"store=" in query:
+        for key, value in parse_qsl(query.decode("latin-1")):
+            if key == "store":
+                return value.strip().encode()
     return None
 
 
