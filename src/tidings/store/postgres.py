@@ -144,7 +144,7 @@ class PostgresStore(StoreFront):
             raise StoreUnavailable(redact(url), f"{type(exc).__name__}: {exc}") from exc
         try:
             await _migrate(pool, schema)
-            identity = str(await pool.fetchval(load_queries("postgres", schema)["store_identity"]))
+            identity = await _identity_of(pool, schema)
         except BaseException:
             await pool.close()
             raise
@@ -509,6 +509,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     142 µs for a one-row query here). Connections lent to other code are reset by
     ``PostgresStore.lend``."""
     return None
+
+
+async def _identity_of(pool: asyncpg.Pool, schema: str) -> str | None:
+    """The store's identity (migration 10); None for a schema held below that version,
+    as only tests of older migrations hold one."""
+    try:
+        identity = await pool.fetchval(load_queries("postgres", schema)["store_identity"])
+    except asyncpg.exceptions.UndefinedTableError:
+        return None
+    return str(identity)
 
 
 async def _migrate(pool: asyncpg.Pool, schema: str) -> None:
