@@ -43,14 +43,15 @@ def originator_of(stream: str, category: str, id_type: IdType) -> UUID | str:
 
 
 def to_data(state: bytes) -> tuple[Any, dict[str, Any]]:
-    """An event's data and the metadata that marks how it holds ``state``."""
+    """An event's data and the metadata that marks how it holds ``state``. JSON that
+    reads back byte for byte goes as it is (a ``msgspec.Raw``: not encoded again)."""
     try:
         data = _decode(state)
     except (msgspec.DecodeError, UnicodeDecodeError):
         data = None
     else:
         if _encode(data) == state:
-            return data, {}
+            return msgspec.Raw(state), {}
     return base64.b64encode(state).decode("ascii"), {STATE_KEY: BASE64}
 
 
