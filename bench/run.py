@@ -21,7 +21,8 @@ processes), ``http.py`` (the server: HTTP appends, SSE fan-out, remote reads) an
 ``ws.py`` (the WebSocket gateway: fan-out latency, saturation, memory per connection) and
 ``eventstreams.py`` (managed event streams delivering to webhooks) and
 ``es_module.py`` (the eventsourcing library's application on its own persistence
-modules and on ``tidings.contrib.eventsourcing``) with
+modules and on ``tidings.contrib.eventsourcing``) and ``backup.py`` (tidings' backup and
+restore beside SQLite's backup API, ``VACUUM INTO``, ``pg_dump`` and ``pg_restore``) with
 the same ``--runs``/``--quick``, each printing its own table and writing its JSON next
 to ``latest.json``.
 """
@@ -70,6 +71,7 @@ EXTRAS = (
     "ws.py",
     "eventstreams.py",
     "es_module.py",
+    "backup.py",
 )  # run after the tables, each alone
 EXTRAS_TIMEOUT = 1800.0
 
@@ -109,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-extras",
         action="store_true",
-        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway, event streams, eventsourcing persistence modules)",
+        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway, event streams, eventsourcing persistence modules, backup and restore)",
     )
     args = parser.parse_args(argv)
     if args.runs < 1:
