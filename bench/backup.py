@@ -52,7 +52,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import resource
 import shutil
 import sqlite3
@@ -66,7 +65,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from report import cell, fixed_width, med, versions
+from report import cell, fixed_width, load_line, machine, med, versions
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_PG_URL = os.environ.get(
@@ -729,28 +728,12 @@ def main(argv: list[str] | None = None) -> int:
     starts = [
         r["load_at_start"] for row in rows for runs in row["steps"].values() for r in runs
     ]  # fmt: skip
-    print(
-        f"(load average 1/5/15 min: {'/'.join(f'{x:.2f}' for x in load_before)} before, "
-        f"{'/'.join(f'{x:.2f}' for x in load_after)} after"
-        + (
-            f"; 1-min at the measurements' starts {min(starts):.2f}-{max(starts):.2f}"
-            if starts
-            else ""
-        )
-        + f"; {os.cpu_count()} CPUs; {total:.0f} s in all)"
-    )
+    print(load_line(load_before, load_after, starts, f"; {total:.0f} s in all"))
     for message in bench.errors:
         print(f"ERROR {message}", file=sys.stderr)
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "disk": disk,
-        },
+        "machine": machine(load_before, load_after, disk=disk),
         "versions": {**versions(pg_version), "pg_dump": tool_version("pg_dump")},
         "options": {
             "runs": args.runs,

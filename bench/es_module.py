@@ -54,7 +54,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sqlite3
 import subprocess
 import sys
@@ -68,7 +67,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from report import cell, fixed_width, med, versions
+from report import cell, fixed_width, load_line, machine, med, versions
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_PG_URL = os.environ.get(
@@ -526,27 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         f"(medians of {args.runs} run(s), min-max in brackets; tidings/library: the ratio of "
         f"medians; {args.writers} writer threads; one reader thread)"
     )
-    print(
-        f"(load average 1/5/15 min: {'/'.join(f'{x:.2f}' for x in load_before)} before, "
-        f"{'/'.join(f'{x:.2f}' for x in load_after)} after"
-        + (
-            f"; 1-min at the measurements' starts {min(starts):.2f}-{max(starts):.2f}"
-            if starts
-            else ""
-        )
-        + f"; {os.cpu_count()} CPUs)"
-    )
+    print(load_line(load_before, load_after, starts))
     for message in bench.errors:
         print(f"ERROR {message}", file=sys.stderr)
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-        },
+        "machine": machine(load_before, load_after),
         "versions": versions(pg_version),
         "options": {
             "runs": args.runs,

@@ -216,3 +216,31 @@ def versions(pg_version: str | None) -> dict[str, str | None]:
         "sqlite": sqlite3.sqlite_version,
         "postgres": pg_version,
     }
+
+
+def load_line(
+    before: tuple[float, ...] | list[float],
+    after: tuple[float, ...] | list[float],
+    starts: list[float],
+    tail: str = "",
+) -> str:
+    """The footer line of a table: the load average before and after, and at the starts."""
+    line = (
+        f"(load average 1/5/15 min: {'/'.join(f'{x:.2f}' for x in before)} before, "
+        f"{'/'.join(f'{x:.2f}' for x in after)} after"
+    )
+    if starts:
+        line += f"; 1-min at the measurements' starts {min(starts):.2f}-{max(starts):.2f}"
+    return line + f"; {os.cpu_count()} CPUs{tail})"
+
+
+def machine(before: Any, after: Any, **extra: Any) -> dict[str, Any]:
+    """The machine a result file records, with the load average before and after."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_before": before,
+        "load_average_after": after,
+        **extra,
+    }
