@@ -25,6 +25,7 @@ from tidings.server.routes import (
     live,
     store,
     subscriptions,
+    sync,
     views,
     ws,
 )
@@ -105,6 +106,7 @@ def create_app(
         eventstreams.router,
         ws.router,
         gateway.router,
+        sync.router,
     ):  # live first: its paths end in /live
         app.include_router(router)
     app.add_middleware(Front, metrics=app.state.metrics)

@@ -2,7 +2,7 @@
 
 A scope is ``<action>:<category>`` (``read:order``, ``append:order``,
 ``subscribe:order``), with ``*`` for every category (``read:*``), or ``admin`` for
-everything. Credentials come as ``Authorization: Bearer <key or JWT>``, ``X-API-Key``,
+everything; ``sync:<satellite id>`` lets a satellite push and pull as that id. Credentials come as ``Authorization: Bearer <key or JWT>``, ``X-API-Key``,
 or ``?access_token=`` (for browsers' EventSource, which cannot set headers). API keys
 are stored as SHA-256 hashes (``tidings hash-key`` makes one); JWTs are checked for
 signature, ``exp``, ``nbf``, ``aud`` and ``iss``, and carry their scopes in a claim.
@@ -31,7 +31,7 @@ from tidings.server.errors import ApiError
 from tidings.server.limits import RateLimiter
 
 log = logging.getLogger("tidings.server.auth")
-ACTIONS = ("read", "append", "subscribe")
+ACTIONS = ("read", "append", "subscribe", "sync")
 
 
 class ApiKey(BaseModel):

@@ -1,0 +1,242 @@
+"""The server side of satellite sync: pushed transactions applied exactly once, in order,
+each with a stored verdict; pulls of the satellite's categories with those verdicts.
+
+Written once against the ``EventStore`` protocol, with nothing of its own to store: a
+satellite's verdicts are events of its verdict stream ``$sync-<satellite id>``, the
+verdict of sequence number ``n`` at version ``n - 1``. A transaction lands together
+with its verdict, appended with the expected version ``n - 2``; so the store's own
+optimistic concurrency makes a sequence number decided at most once, in order, across
+retries, racing pushes and nodes, on every backend (ADR 26).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from tidings.errors import DuplicateEventId, InvalidInput, WrongExpectedVersion
+from tidings.events import (
+    NO_STREAM,
+    AppendResult,
+    Audit,
+    Expected,
+    Filter,
+    NewEvent,
+    RecordedEvent,
+    category_of,
+)
+from tidings.store.base import EventStore
+from tidings.wire import expected_from_wire, expected_to_wire
+from tidings.wire_sync import PullPage, PushedTransaction, Verdict, decode_transaction
+
+VERDICT_CATEGORY = "$sync"
+VERDICT_TYPE = "tidings.sync.verdict"
+MAX_VERDICTS = 1000  # per pull
+MAX_TRANSACTION_TAIL = 100_000  # events a pull may add to finish a transaction
+
+MayAppend = Callable[[str], bool]
+"""Whether the pushing caller may append to a category."""
+
+
+def verdict_stream(satellite_id: str) -> str:
+    """The stream that holds a satellite's verdicts."""
+    return f"{VERDICT_CATEGORY}-{satellite_id}"
+
+
+class Ledger:
+    """Applies a satellite's pushed transactions and serves its pulls, on one store."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def last_seq(self, satellite_id: str) -> int:
+        """The last sequence number decided for a satellite (0: none yet)."""
+        version = await self.store.stream_version(verdict_stream(satellite_id))
+        return 0 if version is None else version + 1
+
+    async def push(
+        self,
+        satellite_id: str,
+        transactions: Sequence[msgspec.Raw | PushedTransaction],
+        may_append: MayAppend,
+        user: str,
+    ) -> tuple[list[Verdict], int]:
+        """Decide each transaction in order, one database transaction each, never
+        stopping at a failure; the verdicts and the satellite's last sequence number."""
+        last = await self.last_seq(satellite_id)
+        verdicts: list[Verdict] = []
+        for item in transactions:
+            found = item if isinstance(item, PushedTransaction) else decode_transaction(item)
+            verdict, last = await self._decide(satellite_id, found, may_append, user, last)
+            verdicts.append(verdict)
+        return verdicts, last
+
+    async def _decide(
+        self,
+        satellite_id: str,
+        found: PushedTransaction | Verdict,
+        may_append: MayAppend,
+        user: str,
+        last: int,
+    ) -> tuple[Verdict, int]:
+        seq = found.seq
+        if seq is None:  # too malformed to know its place: nothing to store
+            assert isinstance(found, Verdict)
+            return found, last
+        while True:
+            if seq <= last:
+                return await self._duplicate(satellite_id, seq), last
+            if seq > last + 1:
+                return Verdict(seq, "out_of_order", reason=f"the next seq is {last + 1}"), last
+            try:
+                if isinstance(found, Verdict):  # malformed, but its place is known
+                    return await self._record(satellite_id, found), seq
+                return await self._apply(satellite_id, found, may_append, user), seq
+            except _Raced:  # another push decided this seq first: it is a duplicate now
+                last = await self.last_seq(satellite_id)
+
+    async def _apply(
+        self, satellite_id: str, tx: PushedTransaction, may_append: MayAppend, user: str
+    ) -> Verdict:
+        """Land the transaction with its verdict, or store why it did not land."""
+        seq = tx.seq
+        for part in tx.appends:
+            if category_of(part.stream) == VERDICT_CATEGORY:
+                reason = f"stream {part.stream!r}: the {VERDICT_CATEGORY} category is the server's"
+                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason))
+            if not may_append(category_of(part.stream)):
+                reason = f"forbidden: may not append to category {category_of(part.stream)!r}"
+                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason))
+        if not tx.appends:
+            reason = "the transaction has no appends"
+            return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason))
+        extra: dict[str, Any] = {} if tx.audit is None else dict(tx.audit.extra)
+        extra.update({"satellite": satellite_id, "seq": seq})
+        audit = Audit(user if tx.audit is None else tx.audit.user, extra)
+        shape = [[part.stream, len(part.events)] for part in tx.appends]
+        batch = self.store.transaction(audit)
+        try:
+            for part in tx.appends:
+                batch.append(part.stream, part.events, expected_from_wire(part.expected_version))
+            stream = verdict_stream(satellite_id)
+            record = {"seq": seq, "verdict": "accepted", "appends": shape}
+            batch.append(stream, [NewEvent(VERDICT_TYPE, record)], _after(seq))
+            results = await batch.commit()
+        except WrongExpectedVersion as exc:
+            if exc.stream == verdict_stream(satellite_id):
+                raise _Raced from exc
+            expected = expected_to_wire(exc.expected)
+            conflict = Verdict(
+                seq, "conflict", stream=exc.stream, expected=expected, actual=exc.actual
+            )
+            return await self._record(satellite_id, conflict)
+        except (InvalidInput, DuplicateEventId) as exc:
+            return await self._record(satellite_id, Verdict(seq, "rejected", reason=str(exc)))
+        return Verdict(seq, "accepted", results=results[:-1], position=results[-1].position)
+
+    async def _record(self, satellite_id: str, verdict: Verdict) -> Verdict:
+        """Store a verdict of a transaction that did not land (its seq is decided)."""
+        assert verdict.seq is not None
+        record = msgspec.to_builtins(verdict)
+        try:
+            await self.store.append(
+                verdict_stream(satellite_id),
+                [NewEvent(VERDICT_TYPE, record)],
+                _after(verdict.seq),
+            )
+        except WrongExpectedVersion as exc:
+            raise _Raced from exc
+        return verdict
+
+    async def _duplicate(self, satellite_id: str, seq: int) -> Verdict:
+        stored = await self.verdicts(satellite_id, seq - 1, limit=1)
+        return Verdict(seq, "duplicate", stored=stored[0] if stored else None)
+
+    async def verdicts(
+        self, satellite_id: str, after: int, limit: int = MAX_VERDICTS
+    ) -> list[Verdict]:
+        """The stored verdicts of the sequence numbers after ``after``, in order."""
+        if after < 0:
+            raise InvalidInput(f"seq_after must be >= 0, not {after}")
+        stream = verdict_stream(satellite_id)
+        found = [e async for e in self.store.read_stream(stream, after, limit=limit)]
+        return [await self._stored(e) for e in found]
+
+    async def _stored(self, event: RecordedEvent) -> Verdict:
+        data = event.data
+        if data.get("verdict") != "accepted":
+            return msgspec.convert(data, Verdict)
+        return Verdict(
+            data["seq"],
+            "accepted",
+            results=await self._results(event.position, data["appends"]),
+            position=event.position,
+        )
+
+    async def _results(self, position: int, shape: list[list[Any]]) -> list[AppendResult] | None:
+        """Where an accepted transaction's appends landed: its events sit right before
+        its verdict, the last of the transaction (a transaction's positions are
+        contiguous). None if the log does not show that shape (an append replayed by id)."""
+        total = sum(count for _, count in shape)
+        events = [e async for e in self.store.read_all(position - total - 1, limit=total)]
+        results: list[AppendResult] = []
+        for stream, count in shape:
+            part, events = events[:count], events[count:]
+            if len(part) != count or any(e.stream != stream for e in part):
+                return None
+            results.append(
+                AppendResult(stream, part[0].version, part[-1].version, part[-1].position)
+            )
+        return results
+
+    async def pull(
+        self,
+        satellite_id: str,
+        categories: Sequence[str],
+        cursor: int,
+        limit: int,
+        seq_after: int,
+    ) -> PullPage:
+        """The next events of ``categories`` after ``cursor``, a page that does not end
+        inside a transaction that has an audit record, and the verdicts after ``seq_after``."""
+        head = await self.store.head()
+        found = Filter(categories)
+        events = [e async for e in self.store.read_all(cursor, found, limit=limit)]
+        if limit and len(events) == limit:
+            events += await self._finish_transaction(events[-1], found)
+            following = events[-1].position
+        else:
+            following = max(head, cursor, events[-1].position if events else 0)
+        last = await self.last_seq(satellite_id)
+        verdicts = await self.verdicts(satellite_id, seq_after) if seq_after < last else []
+        return PullPage(events, following, head, last, verdicts, self.store.identity)
+
+    async def _finish_transaction(self, last: RecordedEvent, found: Filter) -> list[RecordedEvent]:
+        """The events of ``last``'s transaction that come after it (none without audit)."""
+        record = await self.store.audit(last)
+        if record is None:
+            return []
+        tail: list[RecordedEvent] = []
+        after = last.position
+        while len(tail) < MAX_TRANSACTION_TAIL:
+            page = [e async for e in self.store.read_all(after, found, limit=100)]
+            for event in page:
+                other = await self.store.audit(event)
+                if other is None or other.id != record.id:
+                    return tail
+                tail.append(event)
+            if len(page) < 100:
+                return tail
+            after = page[-1].position
+        return tail
+
+
+class _Raced(Exception):
+    """The verdict stream moved under us: another push decided this seq."""
+
+
+def _after(seq: int) -> Expected:
+    """The expected version of the verdict stream before ``seq``'s verdict."""
+    return NO_STREAM if seq == 1 else seq - 2
