@@ -22,7 +22,9 @@ processes), ``http.py`` (the server: HTTP appends, SSE fan-out, remote reads) an
 ``eventstreams.py`` (managed event streams delivering to webhooks) and
 ``es_module.py`` (the eventsourcing library's application on its own persistence
 modules and on ``tidings.contrib.eventsourcing``) and ``backup.py`` (tidings' backup and
-restore beside SQLite's backup API, ``VACUUM INTO``, ``pg_dump`` and ``pg_restore``) with
+restore beside SQLite's backup API, ``VACUUM INTO``, ``pg_dump`` and ``pg_restore``) and
+``ceilings.py`` (each append workload beside plain sqlite3 and asyncpg writing the same
+rows into tidings' schema) with
 the same ``--runs``/``--quick``, each printing its own table and writing its JSON next
 to ``latest.json``.
 """
@@ -72,6 +74,7 @@ EXTRAS = (
     "eventstreams.py",
     "es_module.py",
     "backup.py",
+    "ceilings.py",
 )  # run after the tables, each alone
 EXTRAS_TIMEOUT = 1800.0
 
@@ -111,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-extras",
         action="store_true",
-        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway, event streams, eventsourcing persistence modules, backup and restore)",
+        help="skip the extra benchmarks (notifier throughput, live-read latency, subscriptions, HTTP server, WebSocket gateway, event streams, eventsourcing persistence modules, backup and restore, append ceilings)",
     )
     args = parser.parse_args(argv)
     if args.runs < 1:
