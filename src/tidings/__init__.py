@@ -9,6 +9,8 @@ Open a store by URL, append and read events, and follow the log live::
 
 from __future__ import annotations
 
+from typing import Any
+
 from tidings import notify, views
 from tidings.aggregates import Fold, Projected
 from tidings.backup import BackupInfo, RestoreInfo, restore
@@ -30,6 +32,7 @@ from tidings.errors import (
     MissingOutput,
     NotifierClosed,
     NotifierUnavailable,
+    Offline,
     PayloadTooLarge,
     SnapshotError,
     StoreChanged,
@@ -68,6 +71,15 @@ from tidings.views import Change, View
 from tidings.wiring import connect
 
 __version__ = "0.1.0.dev0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Satellite":  # the HTTP client (aiohttp) is imported only when asked for
+        from tidings.satellite import Satellite
+
+        return Satellite
+    raise AttributeError(f"module 'tidings' has no attribute {name!r}")
+
 
 __all__ = [
     "ANY",
@@ -108,6 +120,7 @@ __all__ = [
     "Notifier",
     "NotifierClosed",
     "NotifierUnavailable",
+    "Offline",
     "Outbox",
     "ParkedEvent",
     "PayloadTooLarge",
@@ -118,6 +131,7 @@ __all__ = [
     "RelayStats",
     "RestoreInfo",
     "Retry",
+    "Satellite",
     "SnapshotError",
     "StoreChanged",
     "StoreClosed",

@@ -19,6 +19,7 @@ Every error tidings raises on purpose derives from ``TidingsError``::
     ├── WrongExpectedVersion    optimistic concurrency conflict (nothing written)
     ├── CheckpointConflict      a transaction's checkpoint was not below its new position
     ├── StoreChanged            positions of one store offered to another (or to a restore)
+    ├── Offline                 a satellite cannot reach its server and may not accept a write
     ├── AlreadyExists           a name is taken (an event stream's)
     ├── DuplicateEventId        an event id already stored with different content
     ├── StoreUnavailable        the database cannot be reached (URL shown without password)
@@ -108,6 +109,20 @@ class StoreChanged(TidingsError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.expected, self.current))
+
+
+class Offline(TidingsError):
+    """A satellite's server could not be reached and its authority does not allow this
+    write offline. ``pending`` is None when nothing was recorded; otherwise the write
+    was recorded before the server went away, as local transaction ``pending``, and will
+    be pushed when the server is back (its verdict then says what became of it)."""
+
+    def __init__(self, message: str, pending: int | None = None) -> None:
+        self.pending = pending
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.pending))
 
 
 class DuplicateEventId(TidingsError):

@@ -80,6 +80,9 @@ EXPECTED = {
     "BackupInfo",
     "RestoreInfo",
     "restore",
+    # satellites
+    "Satellite",
+    "Offline",
 }
 
 
@@ -89,11 +92,12 @@ def test_exported_members_are_the_curated_set() -> None:
 
 
 def test_every_backend_satisfies_the_store_protocol() -> None:
+    from tidings.satellite import Satellite
     from tidings.store.memory import MemoryStore
     from tidings.store.postgres import PostgresStore
     from tidings.store.sqlite import SQLiteStore
 
-    for cls in (MemoryStore, SQLiteStore, PostgresStore):
+    for cls in (MemoryStore, SQLiteStore, PostgresStore, Satellite):
         for name in (
             "append",
             "transaction",

@@ -204,6 +204,20 @@ class RemoteStore(StoreFront):
             return missing
         raise self._error(status, data)
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        type_: type[T],
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        body: bytes | None = None,
+    ) -> T:
+        """One call to a route outside the store protocol (a satellite's ``/sync``): the
+        answer decoded as ``type_``, or the tidings error the server's answer stands for
+        (``StoreUnavailable`` when it cannot be reached)."""
+        return await self._call(method, path, type_, params=params, body=body)
+
     def _request_headers(self, headers: dict[str, str]) -> dict[str, str]:
         """A request's headers, naming the store this one's positions belong to (once
         known): a server whose store is another answers 409 ``store_changed``."""

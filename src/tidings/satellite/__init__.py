@@ -1,11 +1,22 @@
 """Satellites: offline-first replicas that publish locally and sync with a server.
 
-``tidings.satellite.ledger`` is the server's half (pushed transactions decided exactly
-once, pulls of a satellite's categories).
+``Satellite`` is the client (an event store on a local SQLite file); ``Ledger`` is the
+server's half (pushed transactions decided exactly once, pulls of a satellite's
+categories), behind ``POST /sync/push`` and ``GET /sync/pull``.
 """
 
 from __future__ import annotations
 
 from tidings.satellite.ledger import Ledger
+from tidings.satellite.store import PENDING, Authority, Satellite
+from tidings.satellite.syncer import Conflict, LocalAppend, SatelliteStatus
 
-__all__ = ["Ledger"]
+__all__ = [
+    "PENDING",
+    "Authority",
+    "Conflict",
+    "Ledger",
+    "LocalAppend",
+    "Satellite",
+    "SatelliteStatus",
+]

@@ -2,8 +2,9 @@
 
 A scope is ``<action>:<category>`` (``read:order``, ``append:order``,
 ``subscribe:order``), with ``*`` for every category (``read:*``), or ``admin`` for
-everything; ``sync:<satellite id>`` lets a satellite push and pull as that id. Credentials come as ``Authorization: Bearer <key or JWT>``, ``X-API-Key``,
-or ``?access_token=`` (for browsers' EventSource, which cannot set headers). API keys
+everything; ``sync:<satellite id>`` lets a satellite push and pull as that id.
+Credentials come as ``Authorization: Bearer <key or JWT>``, ``X-API-Key``, or
+``?access_token=`` (for browsers' EventSource, which cannot set headers). API keys
 are stored as SHA-256 hashes (``tidings hash-key`` makes one); JWTs are checked for
 signature, ``exp``, ``nbf``, ``aud`` and ``iss``, and carry their scopes in a claim.
 With no keys and no JWT settings, auth is off and every caller is ``admin`` (allowed

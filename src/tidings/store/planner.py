@@ -146,7 +146,7 @@ def plan_batch(
                         continue
                 stream = append.stream
                 version = current.get(stream)
-                _check_expected(append, version)
+                check_expected(append, version)
                 if stream not in undo_versions:
                     undo_versions[stream] = version
                 version = -1 if version is None else version
@@ -195,7 +195,8 @@ def plan_batch(
     return plan
 
 
-def _check_expected(append: PreparedAppend, current: int | None) -> None:
+def check_expected(append: PreparedAppend, current: int | None) -> None:
+    """Raise ``WrongExpectedVersion`` unless a stream at ``current`` is what ``append`` expects."""
     code = append.expected
     if code == ANY.value:
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -242,9 +242,17 @@ async def head(
     node = node_in(request)
     await caller(request)  # any caller may know the head
     identity = node.store.identity
-    if at_least is not None and wait > 0:
-        with contextlib.suppress(TimeoutError):
-            return reply(Head(await node.store.wait_for(at_least, timeout=wait), identity))
+    if at_least is not None and wait > 0 and not node.stopping.is_set():
+        # A stopping server answers at once: a long poll must not hold up its shutdown.
+        reached = asyncio.ensure_future(node.store.wait_for(at_least, timeout=wait))
+        stopping = asyncio.ensure_future(node.stopping.wait())
+        try:
+            await asyncio.wait({reached, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            reached.cancel()
+        if reached.done() and not reached.cancelled() and reached.exception() is None:
+            return reply(Head(reached.result(), identity))
     return reply(Head(await node.store.head(), identity))
 
 

@@ -1,0 +1,314 @@
+"""A satellite's file: its replica of the server's events, its pending local transactions
+and its conflicts, written on a connection of its own with ``synchronous=FULL``.
+
+The file is a tidings SQLite store (so reads, subscriptions and views run on it as on
+any store) whose events are the server's, with the server's positions, versions, times
+and ids. Beside them: the pending transactions (``tidings_satellite_pending``, the
+overlay readers see on top of the replica), the ones the server refused, and where
+replication stands. Every change is one SQLite transaction: a pulled page lands with
+the cursor that passes it and the removal of the pending transactions it confirms, so
+the cursor never passes what is not on disk and a pending event never vanishes before
+its confirmed copy is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from tidings.codec import PreparedAppend
+from tidings.errors import ConfigurationError, StoreUnavailable
+from tidings.events import AppendResult, category_of
+from tidings.sql import load_queries
+from tidings.store.planner import check_expected
+from tidings.store.sqlite_side import begin_immediate
+from tidings.wire_sync import Verdict
+
+T = TypeVar("T")
+Q = load_queries("sqlite", None, "satellite.sql")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_LOCK_WAIT = 30.0
+
+
+class Pulled(msgspec.Struct):
+    """A server event as a pull carries it, its data and metadata kept as JSON bytes."""
+
+    id: UUID
+    stream: str
+    type: str
+    data: msgspec.Raw
+    metadata: msgspec.Raw
+    version: int
+    position: int
+    time: datetime
+
+
+class PulledPage(msgspec.Struct):
+    """``GET /sync/pull``'s reply, as the satellite reads it."""
+
+    events: list[Pulled]
+    cursor: int
+    head: int
+    last_seq: int
+    verdicts: list[Verdict]
+    identity: str | None
+
+
+class State(NamedTuple):
+    """Where the satellite stands, as its file says."""
+
+    satellite_id: str
+    categories: tuple[str, ...]
+    server_identity: str | None
+    cursor: int
+    last_seq: int
+    decided_seq: int
+    synced_ms: int | None
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MS
+
+
+def now_ms() -> int:
+    """The time now, in ms since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class LocalFile:
+    """The satellite's tables of one SQLite store file, on a thread of their own."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidings-satellite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA busy_timeout = 0")
+            self._conn = conn
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"sqlite:///{self.path}", f"satellite write failed: {exc}"
+            ) from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one durable write transaction."""
+
+        def write(conn: sqlite3.Connection) -> T:
+            begin_immediate(conn, _LOCK_WAIT)
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(write)
+
+    async def open(self, satellite_id: str | None, categories: Sequence[str]) -> State:
+        """The satellite's state, made on first use; a file made for another satellite id
+        or other categories is refused."""
+        wanted = ",".join(categories)
+
+        def load(conn: sqlite3.Connection) -> State:
+            row = conn.execute(Q["state"]).fetchone()
+            if row is None:
+                conn.execute(Q["create_state"], (satellite_id or str(uuid.uuid4()), wanted))
+                row = conn.execute(Q["state"]).fetchone()
+            state = State(row[0], tuple(row[1].split(",")), *row[2:])
+            if satellite_id is not None and state.satellite_id != satellite_id:
+                raise ConfigurationError(
+                    f"{self.path} is the file of satellite {state.satellite_id!r}, "
+                    f"not {satellite_id!r}"
+                )
+            if ",".join(state.categories) != wanted:
+                raise ConfigurationError(
+                    f"{self.path} replicates {list(state.categories)}, not {list(categories)}: "
+                    "use a new file for other categories"
+                )
+            return state
+
+        return await self._write(load)
+
+    async def state(self) -> State:
+        """Where the satellite stands now."""
+        row = await self._run(lambda c: c.execute(Q["state"]).fetchone())
+        return State(row[0], tuple(row[1].split(",")), *row[2:])
+
+    async def record(
+        self, planned: Sequence[PreparedAppend], body: Callable[[int], bytes]
+    ) -> tuple[int, list[AppendResult]]:
+        """Record a local transaction after checking its expected versions against the
+        replica with the pending transactions on top: its seq and provisional results
+        (position 0: not in the server's log yet). ``WrongExpectedVersion`` writes nothing."""
+
+        def record(conn: sqlite3.Connection) -> tuple[int, list[AppendResult]]:
+            versions: dict[str, int | None] = {}
+            results: list[AppendResult] = []
+            for part in planned:
+                if part.stream not in versions:
+                    versions[part.stream] = _overlay_version(conn, part.stream)
+                current = versions[part.stream]
+                check_expected(part, current)
+                first = 0 if current is None else current + 1
+                last = first + len(part.events) - 1
+                versions[part.stream] = last
+                results.append(AppendResult(part.stream, first, last, 0))
+            seq = int(conn.execute(Q["state"]).fetchone()[4]) + 1
+            conn.execute(Q["insert_pending"], (seq, body(seq).decode(), now_ms()))
+            counts: dict[str, int] = {}
+            for part in planned:
+                counts[part.stream] = counts.get(part.stream, 0) + len(part.events)
+            conn.executemany(Q["insert_pending_stream"], [(s, seq, n) for s, n in counts.items()])
+            conn.execute(Q["set_last_seq"], (seq,))
+            return seq, results
+
+        return await self._write(record)
+
+    async def undecided(self, after: int, limit: int) -> list[tuple[int, str]]:
+        """Pending transactions after seq ``after`` the server has not accepted yet."""
+        return await self._run(lambda c: c.execute(Q["undecided"], (after, limit)).fetchall())
+
+    async def decide(self, verdicts: Sequence[Verdict]) -> list[tuple[int, Verdict]]:
+        """Record the server's verdicts: accepted ones wait for their confirmed copies,
+        conflicts and rejections move to the conflict list. The refused ones, as
+        (seq, verdict), for the conflict callbacks."""
+
+        def decide(conn: sqlite3.Connection) -> list[tuple[int, Verdict]]:
+            refused: list[tuple[int, Verdict]] = []
+            top = 0
+            for given in verdicts:
+                verdict = given.stored if given.verdict == "duplicate" else given
+                if verdict is None or given.seq is None:
+                    continue
+                seq = given.seq
+                if verdict.verdict == "accepted":
+                    conn.execute(Q["accept"], (verdict.position, seq))
+                elif verdict.verdict in ("conflict", "rejected"):
+                    row = conn.execute(Q["pending_body"], (seq,)).fetchone()
+                    if row is not None:
+                        encoded = msgspec.json.encode(verdict).decode()
+                        conn.execute(Q["insert_conflict"], (seq, row[0], encoded, now_ms()))
+                        conn.execute(Q["drop_pending"], (seq,))
+                        conn.execute(Q["drop_pending_streams"], (seq,))
+                        refused.append((seq, verdict))
+                else:
+                    continue  # out_of_order: undecided still
+                top = max(top, seq)
+            conn.execute(Q["set_decided"], (top,))
+            return refused
+
+        return await self._write(decide)
+
+    async def land(self, page: PulledPage) -> list[int]:
+        """Write a pulled page, its cursor and verdicts in one transaction; the seqs of
+        the accepted transactions it confirms (dropped from the overlay with it)."""
+
+        def land(conn: sqlite3.Connection) -> list[int]:
+            rows = [
+                (
+                    e.position,
+                    e.id.bytes,
+                    e.stream,
+                    e.version,
+                    e.type,
+                    bytes(e.data).decode(),
+                    bytes(e.metadata).decode(),
+                    _ms(e.time),
+                    category_of(e.stream),
+                )
+                for e in page.events
+            ]
+            conn.executemany(Q["insert_event"], rows)
+            versions: dict[str, int] = {}
+            for e in page.events:
+                versions[e.stream] = e.version
+            conn.executemany(Q["upsert_stream"], list(versions.items()))
+            if page.events:
+                last = page.events[-1]
+                conn.execute(Q["set_head"], (last.position, _ms(last.time)))
+            conn.execute(Q["set_cursor"], (page.cursor, now_ms()))
+            confirmed = [r[0] for r in conn.execute(Q["confirmed_seqs"], (page.cursor,))]
+            for seq in confirmed:
+                conn.execute(Q["drop_pending"], (seq,))
+                conn.execute(Q["drop_pending_streams"], (seq,))
+            return confirmed
+
+        return await self._write(land)
+
+    async def set_identity(self, identity: str) -> None:
+        """Remember the server store the replica comes from."""
+        await self._write(lambda c: c.execute(Q["set_identity"], (identity,)))
+
+    async def pending_of(self, stream: str) -> list[tuple[int, str]]:
+        """The pending transactions that write ``stream``, in order, as (seq, body)."""
+        return await self._run(lambda c: c.execute(Q["pending_of_stream"], (stream,)).fetchall())
+
+    async def pending_count(self, stream: str) -> int:
+        """How many pending events ``stream`` has."""
+        row = await self._run(
+            lambda c: c.execute(Q["pending_count_of_stream"], (stream,)).fetchone()
+        )
+        return int(row[0])
+
+    async def counts(self) -> tuple[int, int, int]:
+        """Pending transactions, how many of them are accepted, and conflicts."""
+
+        def counts(conn: sqlite3.Connection) -> tuple[int, int, int]:
+            pending, accepted = conn.execute(Q["pending_counts"]).fetchone()
+            (conflicts,) = conn.execute(Q["conflict_count"]).fetchone()
+            return int(pending), int(accepted), int(conflicts)
+
+        return await self._run(counts)
+
+    async def conflicts(self) -> list[tuple[int, str, str, int]]:
+        """Every recorded conflict as (seq, body, verdict, decided_ms)."""
+        return await self._run(lambda c: c.execute(Q["conflicts"]).fetchall())
+
+    async def drop_conflict(self, seq: int) -> bool:
+        """Forget a conflict; whether there was one."""
+        return bool(await self._write(lambda c: c.execute(Q["drop_conflict"], (seq,)).rowcount))
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread."""
+
+        def close(conn: sqlite3.Connection) -> None:
+            conn.close()
+
+        if self._conn is not None:
+            await self._run(close)
+            self._conn = None
+        self._pool.shutdown(wait=True)
+
+
+def _overlay_version(conn: sqlite3.Connection, stream: str) -> int | None:
+    row = conn.execute("SELECT version FROM tidings_streams WHERE name = ?", (stream,)).fetchone()
+    pending = int(conn.execute(Q["pending_count_of_stream"], (stream,)).fetchone()[0])
+    if row is None:
+        return None if pending == 0 else pending - 1
+    return int(row[0]) + pending
+
+
+def decoded(body: str) -> Any:
+    """A stored transaction body as JSON."""
+    return msgspec.json.decode(body)

@@ -1,0 +1,355 @@
+"""A satellite's sync loop: push the pending transactions in order, pull its categories,
+rebase; then wait for the server's head to move (a long poll) or for a local write.
+
+The long poll is only a wake-up: what is replicated goes through the pull cursor,
+which lands in the local file with the events it passes. A round that cannot reach the
+server marks the satellite offline and is retried with backoff; a push whose reply was
+lost is simply pushed again (the server answers ``duplicate`` with its stored verdict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import msgspec
+
+from tidings.client.store import RemoteStore
+from tidings.errors import StoreChanged, TidingsError
+from tidings.events import Expected, NewEvent
+from tidings.satellite.local import LocalFile, PulledPage, State, decoded
+from tidings.store.rows import time_from_ms
+from tidings.wire import expected_from_wire
+from tidings.wire_sync import PushResult, Verdict
+
+log = logging.getLogger("tidings.satellite")
+PUSH_BATCH = 500
+PULL_PAGE = 1000
+_FIRST_BACKOFF = 0.25
+_MAX_BACKOFF = 10.0
+
+
+class LocalAppend(NamedTuple):
+    """One append of a local transaction: the stream, its events, the expected version."""
+
+    stream: str
+    events: list[NewEvent]
+    expected_version: Expected
+
+
+class Conflict(msgspec.Struct, frozen=True):
+    """A local transaction the server refused: a stale expected version (``verdict``
+    is ``conflict``, with ``stream``, ``expected`` and ``actual``) or a rejection (with
+    ``reason``). It stays until the app drops it or decides again."""
+
+    seq: int
+    appends: list[LocalAppend]
+    verdict: Verdict
+    decided: datetime
+
+    @property
+    def stream(self) -> str | None:
+        """The stream whose version was not the expected one (None for a rejection)."""
+        return self.verdict.stream
+
+    @property
+    def actual(self) -> int | None:
+        """That stream's version on the server when the transaction was decided."""
+        return self.verdict.actual
+
+
+class SatelliteStatus(msgspec.Struct, frozen=True):
+    """Where a satellite stands: online or not, when it last synced, its pending
+    transactions (of which ``accepted`` await their confirmed copies), its conflicts,
+    the server position it has replicated up to, and the last error."""
+
+    satellite_id: str
+    online: bool
+    last_sync: datetime | None
+    pending: int
+    accepted: int
+    conflicts: int
+    position: int
+    server_identity: str | None
+    last_error: str | None
+
+
+class Syncer:
+    """The background sync of one satellite (see the module's docstring)."""
+
+    def __init__(
+        self,
+        file: LocalFile,
+        remote: RemoteStore,
+        state: State,
+        committed: Callable[[int, str | None], None],
+        on_conflict: Callable[[Conflict], Awaitable[None] | None] | None,
+        long_poll: float,
+    ) -> None:
+        self.file = file
+        self.remote = remote
+        self.satellite_id = state.satellite_id
+        self.categories = ",".join(state.categories)
+        self.online = False
+        self.last_error: str | None = "not synced yet"
+        self._committed = committed
+        self._on_conflict = on_conflict
+        self._long_poll = long_poll
+        self._kick = asyncio.Event()
+        self._push_waiters: dict[int, asyncio.Future[Verdict | None]] = {}
+        self._round_waiters: list[asyncio.Future[None]] = []
+        self._conflict_seen = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._callbacks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start the loop."""
+        self._task = asyncio.create_task(self._run(), name=f"tidings-satellite-{self.satellite_id}")
+
+    async def stop(self) -> None:
+        """Stop the loop and close the connection to the server."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._callbacks):
+            task.cancel()
+        self._settle_pushes(None)
+        self._settle_rounds(TidingsError("the satellite is closed"))
+        await self.remote.close()
+
+    async def round(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Wait for a whole round that starts after this call (its error, if it failed)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._round_waiters.append(waiter)
+        self._kick.set()
+        await asyncio.wait_for(waiter, timeout)
+
+    async def push_now(self, seq: int, timeout: float) -> Verdict | None:  # noqa: ASYNC109
+        """Push at once and wait for the verdict on ``seq``; None if the server cannot be
+        reached (or does not answer in ``timeout`` seconds)."""
+        waiter: asyncio.Future[Verdict | None] = asyncio.get_running_loop().create_future()
+        self._push_waiters[seq] = waiter
+        self._kick.set()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._push_waiters.pop(seq, None)
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = _FIRST_BACKOFF
+        while not self._stopping:
+            waiting, self._round_waiters = self._round_waiters, []
+            self._kick.clear()
+            try:
+                await self._push()
+                await self._pull()
+            except StoreChanged as exc:
+                self._went_offline(exc, waiting)
+                log.error("satellite %s: %s; sync stopped", self.satellite_id, exc)
+                return
+            except Exception as exc:  # offline, or a server that refuses: retry later
+                self._went_offline(exc, waiting)
+                log.warning("satellite %s offline: %s", self.satellite_id, exc)
+                await self._pause(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            self.online, self.last_error, backoff = True, None, _FIRST_BACKOFF
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+            if not self._kick.is_set():
+                await self._idle()
+
+    def _went_offline(self, exc: BaseException, waiting: list[asyncio.Future[None]]) -> None:
+        self.online = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._settle_pushes(None)
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _settle_pushes(self, verdict: Verdict | None) -> None:
+        for waiter in self._push_waiters.values():
+            if not waiter.done():
+                waiter.set_result(verdict)
+
+    def _settle_rounds(self, exc: BaseException) -> None:
+        for waiter in self._round_waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._round_waiters = []
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, or less if a local write or a sync() call kicks."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._kick.wait(), seconds)
+
+    async def _idle(self) -> None:
+        """Wait for the server's head to pass the cursor, or for a kick."""
+        state = await self.file.state()
+        poll = asyncio.create_task(self.remote.wait_for(state.cursor + 1, timeout=self._long_poll))
+        kick = asyncio.create_task(self._kick.wait())
+        try:
+            await asyncio.wait({poll, kick}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (poll, kick):
+                task.cancel()
+            for task in (poll, kick):
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError, TidingsError):
+                    await task
+
+    async def _push(self) -> None:
+        while True:
+            rows = await self.file.undecided(0, PUSH_BATCH)
+            if not rows:
+                return
+            body = b"".join(
+                (
+                    b'{"satellite_id":',
+                    msgspec.json.encode(self.satellite_id),
+                    b',"transactions":[',
+                    b",".join(row[1].encode() for row in rows),
+                    b"]}",
+                )
+            )
+            reply = await self.remote.request("POST", "/sync/push", PushResult, body=body)
+            await self._decided(reply.verdicts)
+            stuck = [v.seq for v in reply.verdicts if v.verdict == "out_of_order"]
+            if stuck:
+                raise TidingsError(
+                    f"the server has decided up to seq {reply.last_seq} of satellite "
+                    f"{self.satellite_id}, and cannot take {stuck[0]} (a restored server?)"
+                )
+            if len(rows) < PUSH_BATCH:
+                return
+
+    async def _pull(self) -> None:
+        while True:
+            state = await self.file.state()
+            params = {
+                "satellite_id": self.satellite_id,
+                "categories": self.categories,
+                "cursor": state.cursor,
+                "seq_after": state.decided_seq,
+                "limit": PULL_PAGE,
+            }
+            page = await self.remote.request("GET", "/sync/pull", PulledPage, params=params)
+            identity = state.server_identity
+            if page.identity is not None and page.identity != identity:
+                if identity is not None:
+                    raise StoreChanged(identity, page.identity)
+                await self.file.set_identity(page.identity)
+                identity = page.identity
+            if page.verdicts:
+                await self._decided(page.verdicts)
+            if page.events or page.cursor != state.cursor:
+                await self.file.land(page)
+                if page.events:
+                    self._committed(page.events[-1].position, identity)
+            if not page.events:
+                return
+
+    async def _decided(self, verdicts: list[Verdict]) -> None:
+        refused = await self.file.decide(verdicts)
+        told: set[int] = set()
+        for verdict in verdicts:
+            waiter = self._push_waiters.get(verdict.seq) if verdict.seq is not None else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(verdict)
+                told.add(verdict.seq)  # type: ignore[arg-type]
+        for seq, _ in refused:
+            if seq in told:  # the writer hears of it as an error: nothing to keep
+                await self.file.drop_conflict(seq)
+                continue
+            self._conflict_seen.set()
+            self._conflict_seen = asyncio.Event()
+            if self._on_conflict is not None:
+                found = [c for c in await self.conflicts() if c.seq == seq]
+                if found:
+                    self._call_back(found[0])
+
+    def _call_back(self, conflict: Conflict) -> None:
+        assert self._on_conflict is not None
+        try:
+            outcome = self._on_conflict(conflict)
+        except Exception:
+            log.exception("satellite %s: on_conflict failed", self.satellite_id)
+            return
+        if inspect.isawaitable(outcome):
+
+            async def wait() -> None:
+                try:
+                    await outcome
+                except Exception:
+                    log.exception("satellite %s: on_conflict failed", self.satellite_id)
+
+            task = asyncio.create_task(wait(), name=f"tidings-satellite-conflict-{conflict.seq}")
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    # -- what the app reads ---------------------------------------------------------
+
+    async def status(self) -> SatelliteStatus:
+        """The satellite's status now."""
+        state = await self.file.state()
+        pending, accepted, conflicts = await self.file.counts()
+        synced = None if state.synced_ms is None else time_from_ms(state.synced_ms)
+        return SatelliteStatus(
+            state.satellite_id,
+            self.online,
+            synced,
+            pending,
+            accepted,
+            conflicts,
+            state.cursor,
+            state.server_identity,
+            self.last_error,
+        )
+
+    async def conflicts(self) -> list[Conflict]:
+        """Every recorded conflict, oldest first."""
+        return [_conflict(*row) for row in await self.file.conflicts()]
+
+    async def drop_conflict(self, seq: int) -> bool:
+        """Forget a conflict."""
+        return await self.file.drop_conflict(seq)
+
+    async def feed(self) -> AsyncIterator[Conflict]:
+        """Every recorded conflict, then each new one."""
+        last = 0
+        while True:
+            seen = self._conflict_seen
+            for conflict in await self.conflicts():
+                if conflict.seq > last:
+                    last = conflict.seq
+                    yield conflict
+            await seen.wait()
+
+
+def _conflict(seq: int, body: str, verdict: str, decided_ms: int) -> Conflict:
+    found: Any = decoded(body)
+    appends = [
+        LocalAppend(
+            part["stream"],
+            [NewEvent(e["type"], e["data"], e["metadata"], UUID(e["id"])) for e in part["events"]],
+            expected_from_wire(part.get("expected_version")),
+        )
+        for part in found["appends"]
+    ]
+    return Conflict(
+        seq, appends, msgspec.json.decode(verdict, type=Verdict), time_from_ms(decided_ms)
+    )
