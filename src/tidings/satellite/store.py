@@ -159,6 +159,7 @@ class Satellite(StoreFront):
         """The replica grew: wake readers of the log."""
         self.identity = identity
         self._watch.committed(position)
+        self.replica.committed_elsewhere(position)
 
     @property
     def replica(self) -> SQLiteStore:

@@ -109,6 +109,11 @@ class Syncer:
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.pull_page = PULL_PAGE
+        self.fault: Callable[[str], None] | None = None
+        """For fault tests: called at ``"push"`` (before a push is sent), ``"pushed"``
+        (the server has decided, its reply not yet recorded) and ``"pulled"`` (a page
+        landed); what it raises ends the round there, as a crash would."""
 
     def start(self) -> None:
         """Start the loop."""
@@ -226,7 +231,9 @@ class Syncer:
                     b"]}",
                 )
             )
+            self._at("push")
             reply = await self.remote.request("POST", "/sync/push", PushResult, body=body)
+            self._at("pushed")
             await self._decided(reply.verdicts)
             stuck = [v.seq for v in reply.verdicts if v.verdict == "out_of_order"]
             if stuck:
@@ -245,7 +252,7 @@ class Syncer:
                 "categories": self.categories,
                 "cursor": state.cursor,
                 "seq_after": state.decided_seq,
-                "limit": PULL_PAGE,
+                "limit": self.pull_page,
             }
             page = await self.remote.request("GET", "/sync/pull", PulledPage, params=params)
             identity = state.server_identity
@@ -260,8 +267,13 @@ class Syncer:
                 await self.file.land(page)
                 if page.events:
                     self._committed(page.events[-1].position, identity)
+                self._at("pulled")
             if not page.events:
                 return
+
+    def _at(self, point: str) -> None:
+        if self.fault is not None:
+            self.fault(point)
 
     async def _decided(self, verdicts: list[Verdict]) -> None:
         refused = await self.file.decide(verdicts)

@@ -294,6 +294,11 @@ class StoreFront(abc.ABC):
             raise InvalidInput(f"poll_interval must be a number of seconds > 0, not {value!r}")
         self._watch.poll_interval = float(value)
 
+    def committed_elsewhere(self, position: int) -> None:
+        """Tell this store's readers that its log reaches ``position`` through a write it
+        did not make itself (a satellite landing replicated events in its file)."""
+        self._watch.committed(position)
+
     async def attach_feed(self, feed: HeadFeed) -> None:
         """Share head positions with other processes through ``feed`` (a notifier channel)."""
         self._check_open()
