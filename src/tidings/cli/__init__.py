@@ -49,5 +49,6 @@ def main() -> None:
 # Each command module registers its commands on ``app`` when imported, by one line here
 # (``serve``, from tidings.cli.serve, included), kept in alphabetical order:
 import tidings.cli.backup_commands  # noqa: E402
+import tidings.cli.satellite_commands  # noqa: E402
 import tidings.cli.serve  # noqa: E402
 import tidings.cli.store_commands  # noqa: E402

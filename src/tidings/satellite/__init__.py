@@ -8,7 +8,7 @@ categories), behind ``POST /sync/push`` and ``GET /sync/pull``.
 from __future__ import annotations
 
 from tidings.satellite.ledger import Ledger
-from tidings.satellite.store import PENDING, Authority, Satellite
+from tidings.satellite.store import PENDING, Authority, Satellite, file_status
 from tidings.satellite.syncer import Conflict, LocalAppend, SatelliteStatus
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "LocalAppend",
     "Satellite",
     "SatelliteStatus",
+    "file_status",
 ]

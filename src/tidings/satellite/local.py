@@ -26,7 +26,7 @@ from uuid import UUID
 import msgspec
 
 from tidings.codec import PreparedAppend
-from tidings.errors import ConfigurationError, StoreUnavailable
+from tidings.errors import ConfigurationError, NotFound, StoreUnavailable
 from tidings.events import AppendResult, category_of
 from tidings.sql import load_queries
 from tidings.store.planner import check_expected
@@ -153,6 +153,8 @@ class LocalFile:
     async def state(self) -> State:
         """Where the satellite stands now."""
         row = await self._run(lambda c: c.execute(Q["state"]).fetchone())
+        if row is None:
+            raise NotFound(f"{self.path} is not a satellite's file")
         return State(row[0], tuple(row[1].split(",")), *row[2:])
 
     async def record(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -26,7 +27,10 @@ from tidings.errors import (
     ConfigurationError,
     InvalidEvent,
     InvalidInput,
+    NotFound,
     Offline,
+    StoreUnavailable,
+    TidingsError,
     WrongExpectedVersion,
 )
 from tidings.events import (
@@ -330,6 +334,48 @@ class Satellite(StoreFront):
     def subscribe(self, name: str, handler: Any, **options: Any) -> Any:
         """A durable subscription to the confirmed log, checkpointed in the local file."""
         return self.replica.subscribe(name, handler, **options)
+
+
+async def file_status(
+    local: str, server: str | None = None, token: str | None = None
+) -> SatelliteStatus:
+    """The status of the satellite whose file is ``local`` (a ``sqlite:///`` URL), read
+    from the file without syncing; with ``server``, ``online`` says whether that server
+    answers now. ``NotFound`` if the file is not a satellite's."""
+    path = local.removeprefix("sqlite:///")
+    if not local.startswith("sqlite:///") or not await asyncio.to_thread(os.path.exists, path):
+        raise NotFound(f"no satellite file at {local}")
+    file = LocalFile(path)
+    try:
+        try:
+            state = await file.state()
+        except StoreUnavailable as exc:  # no satellite tables: not a tidings store
+            raise NotFound(f"{local} is not a satellite's file") from exc
+        pending, accepted, conflicts = await file.counts()
+    finally:
+        await file.close()
+    online, error = False, None
+    if server is not None:
+        remote = RemoteStore(server, token=token, timeout=5.0)
+        try:
+            await remote.head()
+            online = True
+        except TidingsError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await remote.close()
+    synced = None if state.synced_ms is None else time_from_ms(state.synced_ms)
+    return SatelliteStatus(
+        state.satellite_id,
+        online,
+        synced,
+        pending,
+        accepted,
+        conflicts,
+        state.cursor,
+        state.server_identity,
+        error,
+    )
 
 
 def local_appends(appends: Sequence[PreparedAppend]) -> list[LocalAppend]:
