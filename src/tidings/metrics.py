@@ -6,6 +6,7 @@ Give it your own registry and watch what you run::
     metrics.watch_store(store)                       # events appended, append sizes, head
     metrics.watch_notifier(notifier)                 # connects, disconnects (reconnects)
     metrics.watch_relay(relay)                       # the outbox backlog and failures
+    metrics.watch_satellite(satellite)               # online, pending, conflicts, position
     await metrics.refresh(store)                     # lag per subscription (before a scrape)
 
 Values that already live in tidings' objects (the head, notifier and relay counts)
@@ -76,6 +77,7 @@ class Metrics:
         self._stores: dict[str, StoreFront] = {}
         self._notifiers: dict[str, Any] = {}
         self._relays: dict[str, Any] = {}
+        self._satellites: dict[str, Any] = {}
         self.registry.register(_Read(self._read_live))
 
     def watch_store(self, store: StoreFront, name: str | None = None) -> None:
@@ -98,6 +100,11 @@ class Metrics:
     def watch_relay(self, relay: Any, name: str = "outbox") -> None:
         """Expose an outbox relay's backlog (rows left pending) and failed publishes."""
         self._relays[name] = relay
+
+    def watch_satellite(self, satellite: Any, name: str | None = None) -> None:
+        """Expose a satellite's standing as of its last sync round: online, pending
+        transactions, conflicts, replicated position, last sync time."""
+        self._satellites[name or str(getattr(satellite, "satellite_id", "satellite"))] = satellite
 
     async def refresh(self, store: StoreFront) -> None:
         """Read every subscription's lag from ``store`` into the lag gauge."""
@@ -140,6 +147,48 @@ class Metrics:
             failed.add_metric([label], stats.failed)
         yield backlog
         yield failed
+        yield from self._read_satellites()
+
+    def _read_satellites(self) -> Iterator[Any]:
+        ns = self.namespace
+        families = {
+            "online": GaugeMetricFamily(
+                f"{ns}_satellite_online",
+                "1 if the last sync round reached the server",
+                labels=["satellite"],
+            ),
+            "pending": GaugeMetricFamily(
+                f"{ns}_satellite_pending",
+                "Local transactions not confirmed yet",
+                labels=["satellite"],
+            ),
+            "conflicts": GaugeMetricFamily(
+                f"{ns}_satellite_conflicts",
+                "Local transactions the server refused",
+                labels=["satellite"],
+            ),
+            "position": GaugeMetricFamily(
+                f"{ns}_satellite_position",
+                "The server position replicated up to",
+                labels=["satellite"],
+            ),
+            "last_sync": GaugeMetricFamily(
+                f"{ns}_satellite_last_sync_seconds",
+                "When a sync round last reached the server (Unix time)",
+                labels=["satellite"],
+            ),
+        }
+        for label, satellite in self._satellites.items():
+            status = getattr(satellite, "last_status", None)
+            if status is None:
+                continue
+            families["online"].add_metric([label], 1.0 if status.online else 0.0)
+            families["pending"].add_metric([label], status.pending)
+            families["conflicts"].add_metric([label], status.conflicts)
+            families["position"].add_metric([label], status.position)
+            if status.last_sync is not None:
+                families["last_sync"].add_metric([label], status.last_sync.timestamp())
+        yield from families.values()
 
 
 def _shown(url: str) -> str:

@@ -179,6 +179,32 @@ async def test_pending_transactions_survive_a_restart_and_keep_their_order(
     assert order == [0, 1, 2, 3, 4]  # I3
 
 
+async def test_metrics_show_a_satellites_standing(remote: Remote, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tidings.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    async with satellite(remote, tmp_path) as sat:
+        metrics.watch_satellite(sat)
+        await remote.store.append("sale-1", [sold(1)])
+        await sat.sync(timeout=10)
+        remote.offline()
+        with pytest.raises(tidings.StoreUnavailable):
+            await sat.sync(timeout=10)
+        await sat.append("sale-1", [sold(2)])
+        with pytest.raises(tidings.StoreUnavailable):
+            await sat.sync(timeout=10)
+        text = generate_latest(registry).decode()
+    head = await remote.store.head()
+    assert 'tidings_satellite_online{satellite="till"} 0.0' in text
+    assert 'tidings_satellite_pending{satellite="till"} 1.0' in text
+    assert 'tidings_satellite_conflicts{satellite="till"} 0.0' in text
+    assert f'tidings_satellite_position{{satellite="till"}} {float(head)}' in text
+    assert 'tidings_satellite_last_sync_seconds{satellite="till"}' in text
+
+
 async def test_a_file_is_one_satellites_and_one_set_of_categories(
     remote: Remote, tmp_path: Path
 ) -> None:

@@ -115,6 +115,22 @@ async def test_a_stale_expected_version_is_one_conflict_and_the_next_transaction
     assert reply["last_seq"] == 2
 
 
+async def test_metrics_count_the_verdicts(
+    client: httpx.AsyncClient, store: tidings.EventStore
+) -> None:
+    await store.append("sale-1", [tidings.NewEvent("Sold")])
+    await push(
+        client,
+        tx(1, part("sale-1", event(1), expected=0)),
+        tx(2, part("sale-1", event(2), expected=0)),
+    )
+    await push(client, tx(2, part("sale-1", event(2))))
+    text = (await client.get("/metrics")).text
+    assert 'tidings_sync_verdicts_total{verdict="accepted"} 1.0' in text
+    assert 'tidings_sync_verdicts_total{verdict="conflict"} 1.0' in text
+    assert 'tidings_sync_verdicts_total{verdict="duplicate"} 1.0' in text
+
+
 async def test_a_sequence_number_past_the_next_is_out_of_order_and_not_stored(
     client: httpx.AsyncClient,
 ) -> None:

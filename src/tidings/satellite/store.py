@@ -203,6 +203,12 @@ class Satellite(StoreFront):
         """Online or not, last sync, pending and conflict counts, replicated position."""
         return await self._sync.status()
 
+    @property
+    def last_status(self) -> SatelliteStatus | None:
+        """The status as of the last sync round (None before the first): what
+        ``tidings.metrics.Metrics.watch_satellite`` exposes, read without I/O."""
+        return None if self._syncer is None else self._syncer.last_status
+
     async def conflicts(self) -> list[Conflict]:
         """The transactions the server refused, oldest first, until dropped."""
         return await self._sync.conflicts()

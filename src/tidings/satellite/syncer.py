@@ -109,6 +109,8 @@ class Syncer:
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.last_status: SatelliteStatus | None = None
+        """The status as of the end of the last round (for metrics, read without I/O)."""
         self.pull_page = PULL_PAGE
         self.fault: Callable[[str], None] | None = None
         """For fault tests: called at ``"push"`` (before a push is sent), ``"pushed"``
@@ -163,25 +165,31 @@ class Syncer:
                 await self._push()
                 await self._pull()
             except StoreChanged as exc:
-                self._went_offline(exc, waiting)
+                await self._went_offline(exc, waiting)
                 log.error("satellite %s: %s; sync stopped", self.satellite_id, exc)
                 return
             except Exception as exc:  # offline, or a server that refuses: retry later
-                self._went_offline(exc, waiting)
+                await self._went_offline(exc, waiting)
                 log.warning("satellite %s offline: %s", self.satellite_id, exc)
                 await self._pause(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
             self.online, self.last_error, backoff = True, None, _FIRST_BACKOFF
+            await self._note_status()
             for waiter in waiting:
                 if not waiter.done():
                     waiter.set_result(None)
             if not self._kick.is_set():
                 await self._idle()
 
-    def _went_offline(self, exc: BaseException, waiting: list[asyncio.Future[None]]) -> None:
+    async def _note_status(self) -> None:
+        with contextlib.suppress(TidingsError):
+            self.last_status = await self.status()
+
+    async def _went_offline(self, exc: BaseException, waiting: list[asyncio.Future[None]]) -> None:
         self.online = False
         self.last_error = f"{type(exc).__name__}: {exc}"
+        await self._note_status()
         self._settle_pushes(None)
         for waiter in waiting:
             if not waiter.done():

@@ -49,6 +49,13 @@ class ServerMetrics(Metrics):
             namespace=self.namespace,
             registry=self.registry,
         )
+        self.sync_verdicts = Counter(
+            "sync_verdicts",
+            "Satellite transactions pushed, by verdict",
+            ["verdict"],
+            namespace=self.namespace,
+            registry=self.registry,
+        )
         self.node: Node | None = None
         self.eventstreams: list[StreamInfo] = []
         """The event streams as the last scrape read them."""

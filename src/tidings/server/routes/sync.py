@@ -47,6 +47,9 @@ async def push(request: Request) -> Response:
     verdicts, last = await Ledger(node.store).push(
         body.satellite_id, body.transactions, lambda category: who.may("append", category), user
     )
+    counts = request.app.state.metrics.sync_verdicts
+    for verdict in verdicts:
+        counts.labels(verdict.verdict).inc()
     return reply(PushResult(body.satellite_id, verdicts, last))
 
 
