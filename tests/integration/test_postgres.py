@@ -132,6 +132,62 @@ async def test_a_follower_of_the_log_sees_every_event_exactly_once_under_concurr
             await store.close()
 
 
+async def test_the_batch_check_looks_streams_up_by_key_even_planned_on_an_empty_store(
+    pg_url: str,
+) -> None:
+    """PL/pgSQL keeps a statement's plan for the connection's life, and every store
+    starts empty: the version check must not be planned as a scan of the streams table,
+    which a pool connection would then repeat on every commit as the table grows."""
+    schema = pg_url.rsplit("schema=", 1)[1]
+    async with await tidings.connect(pg_url):
+        pass
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        try:
+            await conn.execute("LOAD 'auto_explain'")
+        except asyncpg.PostgresError as exc:
+            pytest.skip(f"auto_explain is not available: {exc}")
+        for name, value in [
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_nested_statements", "on"),
+            ("client_min_messages", "log"),
+        ]:
+            await conn.execute(f"SET {name} = '{value}'")
+        plans: list[str] = []
+        conn.add_log_listener(lambda _conn, message: plans.append(message.message))
+        count = 64
+        streams = [f"s-{i}" for i in range(count)]
+        arguments = (
+            streams,
+            [None] * count,
+            [0] * count,
+            list(range(1, count + 1)),
+            [uuid.uuid4() for _ in streams],
+            streams,
+            [0] * count,
+            ["Checked"] * count,
+            ["{}"] * count,
+            ["{}"] * count,
+            [0] * count,
+            [],
+            [],
+            [],
+            [],
+        )
+        # After five calls the plan cache may keep a generic plan: look at the seventh.
+        for _ in range(7):
+            plans.clear()
+            tx = conn.transaction()
+            await tx.start()
+            await conn.fetchval(load_queries("postgres", schema)["apply_batch"], *arguments)
+            await tx.rollback()
+    finally:
+        await conn.close()
+    [check] = [p for p in plans if "IS DISTINCT FROM" in p and "unnest(c_stream" in p]
+    assert "Index Scan using streams_pkey" in check, check
+    assert "Seq Scan on streams" not in check, check
+
+
 async def test_migrated_schema_matches_the_declared_schema(
     pg_url: str, admin: asyncpg.Connection
 ) -> None:

@@ -83,8 +83,8 @@ BEGIN
     SELECT h.position, h.time INTO v_head, v_time FROM {schema}.head h WHERE h.id = 1 FOR UPDATE;
     PERFORM 1
     FROM unnest(c_stream, c_version) AS c(stream, version)
-    LEFT JOIN {schema}.streams s ON s.name = c.stream
-    WHERE s.version IS DISTINCT FROM c.version
+    WHERE c.version IS DISTINCT FROM
+          (SELECT s.version FROM {schema}.streams s WHERE s.name = c.stream)
     LIMIT 1;
     IF FOUND THEN
         RETURN -1;
