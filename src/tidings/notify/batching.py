@@ -67,8 +67,7 @@ class SendQueue:
             self._drainer = None
         self._busy = False
         for _, _, future in self._queue:
-            if not future.done():
-                future.set_exception(exc)
+            _fail(future, exc)
         self._queue.clear()
 
     async def _drain(self, until: asyncio.Future[None] | None = None) -> None:
@@ -81,13 +80,20 @@ class SendQueue:
                 await self._send_batch(pairs[:count])
             except BaseException as exc:
                 for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            exc if isinstance(exc, Exception) else ConnectionError("cancelled")
-                        )
+                    _fail(
+                        future, exc if isinstance(exc, Exception) else ConnectionError("cancelled")
+                    )
                 if not isinstance(exc, Exception):
                     raise
                 continue
             for _, _, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+
+def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
+    """Fail a send's future; marked retrieved, since its sender may be gone (a publish
+    cancelled at close) and asyncio would log the error as never retrieved."""
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()
