@@ -219,17 +219,17 @@ class Ledger:
         if record is None:
             return []
         tail: list[RecordedEvent] = []
-        after = last.position
+        after, size = last.position, 1  # most pages end at a boundary: look at one first
         while len(tail) < MAX_TRANSACTION_TAIL:
-            page = [e async for e in self.store.read_all(after, found, limit=100)]
+            page = [e async for e in self.store.read_all(after, found, limit=size)]
             for event in page:
                 other = await self.store.audit(event)
                 if other is None or other.id != record.id:
                     return tail
                 tail.append(event)
-            if len(page) < 100:
+            if len(page) < size:
                 return tail
-            after = page[-1].position
+            after, size = page[-1].position, min(size * 10, 1000)
         return tail
 
 

@@ -253,31 +253,46 @@ class Syncer:
                 return
 
     async def _pull(self) -> None:
-        while True:
-            state = await self.file.state()
-            params = {
-                "satellite_id": self.satellite_id,
-                "categories": self.categories,
-                "cursor": state.cursor,
-                "seq_after": state.decided_seq,
-                "limit": self.pull_page,
-            }
-            page = await self.remote.request("GET", "/sync/pull", PulledPage, params=params)
-            identity = state.server_identity
-            if page.identity is not None and page.identity != identity:
-                if identity is not None:
-                    raise StoreChanged(identity, page.identity)
-                await self.file.set_identity(page.identity)
-                identity = page.identity
-            if page.verdicts:
-                await self._decided(page.verdicts)
-            if page.events or page.cursor != state.cursor:
-                await self.file.land(page)
+        """Pull pages until caught up; the next page is asked for while one lands."""
+        state = await self.file.state()
+        cursor, decided, identity = state.cursor, state.decided_seq, state.server_identity
+        fetch = asyncio.ensure_future(self._fetch(cursor, decided))
+        try:
+            while True:
+                page = await fetch
+                if page.identity is not None and page.identity != identity:
+                    if identity is not None:
+                        raise StoreChanged(identity, page.identity)
+                    await self.file.set_identity(page.identity)
+                    identity = page.identity
+                decided = max([decided, *(v.seq for v in page.verdicts if v.seq is not None)])
                 if page.events:
-                    self._committed(page.events[-1].position, identity)
-                self._at("pulled")
-            if not page.events:
-                return
+                    fetch = asyncio.ensure_future(self._fetch(page.cursor, decided))
+                if page.verdicts:
+                    await self._decided(page.verdicts)
+                if page.events or page.cursor != cursor:
+                    await self.file.land(page)
+                    cursor = page.cursor
+                    if page.events:
+                        self._committed(page.events[-1].position, identity)
+                    self._at("pulled")
+                if not page.events:
+                    return
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TidingsError):
+                    await fetch
+
+    async def _fetch(self, cursor: int, decided: int) -> PulledPage:
+        params = {
+            "satellite_id": self.satellite_id,
+            "categories": self.categories,
+            "cursor": cursor,
+            "seq_after": decided,
+            "limit": self.pull_page,
+        }
+        return await self.remote.request("GET", "/sync/pull", PulledPage, params=params)
 
     def _at(self, point: str) -> None:
         if self.fault is not None:
