@@ -92,6 +92,7 @@ class LocalFile:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidings-satellite")
         self._conn: sqlite3.Connection | None = None
+        self._categories: frozenset[str] = frozenset()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -129,6 +130,7 @@ class LocalFile:
         """The satellite's state, made on first use; a file made for another satellite id
         or other categories is refused."""
         wanted = ",".join(categories)
+        self._categories = frozenset(categories)
 
         def load(conn: sqlite3.Connection) -> State:
             row = conn.execute(Q["state"]).fetchone()
@@ -205,7 +207,7 @@ class LocalFile:
                     continue
                 seq = given.seq
                 if verdict.verdict == "accepted":
-                    conn.execute(Q["accept"], (verdict.position, seq))
+                    conn.execute(Q["accept"], (_in_replica_at(verdict, self._categories), seq))
                 elif verdict.verdict in ("conflict", "rejected"):
                     row = conn.execute(Q["pending_body"], (seq,)).fetchone()
                     if row is not None:
@@ -301,6 +303,16 @@ class LocalFile:
             await self._run(close)
             self._conn = None
         self._pool.shutdown(wait=True)
+
+
+def _in_replica_at(verdict: Verdict, categories: frozenset[str]) -> int | None:
+    """The cursor past which an accepted transaction's events are all in the replica: its
+    last event in the replicated categories. Not its verdict's position (the
+    transaction's last, in ``$sync``): a full pull page ends before the verdict, and
+    the transaction would be shown twice, confirmed and pending, until the next page.
+    The verdict's position when the appends' places are not known, or none replicates."""
+    mine = [r.position for r in verdict.results or () if category_of(r.stream) in categories]
+    return max(mine) if mine else verdict.position
 
 
 def _overlay_version(conn: sqlite3.Connection, stream: str) -> int | None:
