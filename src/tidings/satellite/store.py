@@ -278,18 +278,16 @@ class Satellite(StoreFront):
     ) -> list[RecordedEvent]:
         query = _STORE_Q["read_stream_backward" if backwards else "read_stream_forward"]
 
-        def read(conn: sqlite3.Connection) -> tuple[list[RecordedEvent], list[Any], int | None]:
+        def read(conn: sqlite3.Connection) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
             conn.execute("BEGIN")  # one snapshot: the replica and the overlay agree
             try:
                 rows = conn.execute(query, (stream, version, size)).fetchall()
-                pending = conn.execute(_SAT_Q["pending_of_stream_full"], (stream,)).fetchall()
-                last = conn.execute(_STORE_Q["stream_version"], (stream,)).fetchone()
+                overlay = _overlay(conn, stream)
             finally:
                 conn.execute("COMMIT")
-            return sqlite_events(rows), pending, None if last is None else int(last[0])
+            return sqlite_events(rows), overlay
 
-        confirmed, pending, last = await self.replica.read(read)
-        overlay = _overlay(stream, pending, last)
+        confirmed, overlay = await self.replica.read(read)
         if backwards:
             above = [e for e in reversed(overlay) if e.version <= version]
             return (above + confirmed)[:size]
@@ -300,19 +298,18 @@ class Satellite(StoreFront):
         """A stream's last version with the pending transactions on top (None: none)."""
         self._check_open()
 
-        def read(conn: sqlite3.Connection) -> tuple[int | None, int]:
+        def read(conn: sqlite3.Connection) -> int | None:
             conn.execute("BEGIN")
             try:
+                overlay = _overlay(conn, stream)
+                if overlay:
+                    return overlay[-1].version
                 last = conn.execute(_STORE_Q["stream_version"], (stream,)).fetchone()
-                (count,) = conn.execute(_SAT_Q["pending_count_of_stream"], (stream,)).fetchone()
+                return None if last is None else int(last[0])
             finally:
                 conn.execute("COMMIT")
-            return (None if last is None else int(last[0])), int(count)
 
-        last, count = await self.replica.read(read)
-        if last is None:
-            return None if count == 0 else count - 1
-        return last + count
+        return await self.replica.read(read)
 
     async def _log_page(
         self, after: int, filter: Filter | None, size: int, raw: bool = False
@@ -399,24 +396,47 @@ def local_appends(appends: Sequence[PreparedAppend]) -> list[LocalAppend]:
     ]
 
 
-def _overlay(stream: str, pending: list[Any], last: int | None) -> list[RecordedEvent]:
-    """The pending events of ``stream`` on top of its confirmed version ``last``."""
-    events: list[RecordedEvent] = []
-    version = -1 if last is None else last
+def _overlay(conn: sqlite3.Connection, stream: str) -> list[RecordedEvent]:
+    """The pending events of ``stream`` stacked on its confirmed version, in the read
+    transaction of ``conn``; one whose confirmed copy (the same id) is in the replica
+    already is left out, so no event shows twice."""
+    pending = conn.execute(_SAT_Q["pending_of_stream_full"], (stream,)).fetchall()
+    if not pending:
+        return []
+    last = conn.execute(_STORE_Q["stream_version"], (stream,)).fetchone()
+    parts: list[tuple[int, int, Any]] = []
     for seq, body, created_ms in pending:
         found: Any = msgspec.json.decode(body)
-        at = time_from_ms(created_ms)
         for part in found["appends"]:
-            if part["stream"] != stream:
-                continue
-            for e in part["events"]:
-                version += 1
-                meta = dict(e.get("metadata") or {})
-                meta[PENDING] = seq
-                events.append(
-                    RecordedEvent(UUID(e["id"]), stream, e["type"], e["data"], meta, version, 0, at)
-                )
+            if part["stream"] == stream:
+                parts.extend((seq, created_ms, e) for e in part["events"])
+    ids = [UUID(e["id"]).bytes for _, _, e in parts]
+    marks = ",".join("?" * len(ids))
+    there = {row[0] for row in conn.execute(_CONFIRMED_IDS.format(marks=marks), ids)}
+    events: list[RecordedEvent] = []
+    version = -1 if last is None else int(last[0])
+    for (seq, created_ms, e), key in zip(parts, ids, strict=True):
+        if key in there:
+            continue
+        version += 1
+        meta = dict(e.get("metadata") or {})
+        meta[PENDING] = seq
+        events.append(
+            RecordedEvent(
+                UUID(bytes=key),
+                stream,
+                e["type"],
+                e["data"],
+                meta,
+                version,
+                0,
+                time_from_ms(created_ms),
+            )
+        )
     return events
+
+
+_CONFIRMED_IDS = "SELECT id FROM tidings_events WHERE id IN ({marks})"
 
 
 def _outcome(verdict: Verdict, results: list[AppendResult]) -> list[AppendResult]:
