@@ -169,7 +169,10 @@ class SatelliteMachine(RuleBasedStateMachine):
         local = [(e.position, e.id) async for e in self.sat.read_all()]
         visible: set[uuid.UUID] = set()
         for stream in range(STREAMS):
-            async for event in self.sat.read_stream(f"{self.tag}-{stream}"):
+            shown = [e async for e in self.sat.read_stream(f"{self.tag}-{stream}")]
+            assert [e.version for e in shown] == list(range(len(shown)))  # stacked, no gap
+            assert len({e.id for e in shown}) == len(shown)  # nothing shown twice
+            for event in shown:
                 assert (PENDING in event.metadata) == (event.position == 0)
                 visible.add(event.id)
         conflicts = await self.sat.conflicts()
