@@ -111,17 +111,23 @@ class LocalFile:
                 f"sqlite:///{self.path}", f"satellite write failed: {exc}"
             ) from exc
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` in one durable write transaction."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], synchronous: str = "FULL") -> T:
+        """``fn`` in one write transaction, durable as ``synchronous`` says."""
 
         def write(conn: sqlite3.Connection) -> T:
-            begin_immediate(conn, _LOCK_WAIT)
+            if synchronous != "FULL":
+                conn.execute(f"PRAGMA synchronous = {synchronous}")
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                begin_immediate(conn, _LOCK_WAIT)
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if synchronous != "FULL":
+                    conn.execute("PRAGMA synchronous = FULL")
             return result
 
         return await self._run(write)
@@ -229,24 +235,25 @@ class LocalFile:
         the accepted transactions it confirms (dropped from the overlay with it)."""
 
         def land(conn: sqlite3.Connection) -> list[int]:
-            rows = [
-                (
-                    e.position,
-                    e.id.bytes,
-                    e.stream,
-                    e.version,
-                    e.type,
-                    bytes(e.data).decode(),
-                    bytes(e.metadata).decode(),
-                    _ms(e.time),
-                    category_of(e.stream),
-                )
-                for e in page.events
-            ]
-            conn.executemany(Q["insert_event"], rows)
             versions: dict[str, int] = {}
+            rows = []
             for e in page.events:
-                versions[e.stream] = e.version
+                stream = e.stream
+                versions[stream] = e.version
+                rows.append(
+                    (
+                        e.position,
+                        e.id.bytes,
+                        stream,
+                        e.version,
+                        e.type,
+                        str(e.data, "utf-8"),
+                        str(e.metadata, "utf-8"),
+                        round(e.time.timestamp() * 1000),
+                        stream.partition("-")[0],
+                    )
+                )
+            conn.executemany(Q["insert_event"], rows)
             conn.executemany(Q["upsert_stream"], list(versions.items()))
             if page.events:
                 last = page.events[-1]
@@ -258,7 +265,11 @@ class LocalFile:
                 conn.execute(Q["drop_pending_streams"], (seq,))
             return confirmed
 
-        return await self._write(land)
+        # The replica may be pulled again: a page lands with synchronous=NORMAL. A power
+        # loss can take back the last pages with their cursor (and the pending rows they
+        # dropped), which the next pull lands again; local transactions and verdicts,
+        # which cannot be pulled again, commit with FULL.
+        return await self._write(land, synchronous="NORMAL")
 
     async def set_identity(self, identity: str) -> None:
         """Remember the server store the replica comes from."""
