@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only profile the one-stream part's tidings series (cProfile)",
     )
     # A child process's role (internal), and its arguments.
-    roles = ("raw", "one", "many", "latency")
+    roles = ("raw", "fair", "one", "many", "latency")
     parser.add_argument("--role", choices=roles, help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--receiver", help=argparse.SUPPRESS)
@@ -336,6 +336,134 @@ async def run_raw(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def run_fair(args: argparse.Namespace) -> dict[str, Any]:
+    """A fair ceiling: what a careful hand-written Python sender does with the same log,
+    one step after another: a page of rows read with the plain driver (sqlite3, asyncpg),
+    each batch's body built with msgspec (the events as tidings sends them), signed
+    (Standard Webhooks), POSTed (one in flight), then a checkpoint row updated (its own
+    commit, as tidings moves its checkpoint per batch)."""
+    from datetime import timedelta
+
+    import aiohttp
+    import msgspec
+
+    from tidings.delivery.runner import batch_id
+    from tidings.delivery.signing import SigningKeys, headers, new_secret
+
+    class Event(msgspec.Struct):
+        id: uuid.UUID
+        stream: str
+        type: str
+        data: msgspec.Raw
+        metadata: msgspec.Raw
+        version: int
+        position: int
+        time: datetime
+
+    class Body(msgspec.Struct):
+        stream: str
+        batch_id: str
+        batch_number: int
+        events: list[Event]
+
+    encode = msgspec.json.Encoder().encode
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    keys = SigningKeys.of(new_secret())
+    stream_id = str(uuid.uuid4())
+    url = f"{args.receiver}/hook/{args.name}"
+    sqlite = args.store.startswith("sqlite:")
+    if sqlite:
+        import sqlite3
+
+        conn = sqlite3.connect(args.store.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("PRAGMA synchronous = NORMAL")  # tidings' side writes (checkpoints)
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_fair (name TEXT PRIMARY KEY, at INTEGER)")
+        conn.execute("INSERT OR REPLACE INTO bench_fair VALUES (?, 0)", (args.name,))
+        select = (
+            "SELECT id, stream, type, data, metadata, version, position, time_ms "
+            "FROM tidings_events WHERE position > ? ORDER BY position LIMIT ?"
+        )
+
+        async def page(after: int) -> list[Event]:
+            return [
+                Event(
+                    uuid.UUID(bytes=r[0]), r[1], r[2], msgspec.Raw(r[3].encode()),
+                    msgspec.Raw(r[4].encode()), r[5], r[6], epoch + timedelta(milliseconds=r[7]),
+                )
+                for r in conn.execute(select, (after, args.batch))
+            ]  # fmt: skip
+
+        async def moved(position: int) -> None:
+            conn.execute("UPDATE bench_fair SET at = ? WHERE name = ?", (position, args.name))
+
+        async def close() -> None:
+            conn.close()
+    else:
+        import asyncpg
+
+        base, _, query = args.store.partition("?")
+        schema = dict(part.split("=", 1) for part in query.split("&") if part)["schema"]
+        pg = await asyncpg.connect(base)
+        await pg.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".bench_fair (name text PRIMARY KEY, at bigint)'
+        )
+        await pg.execute(
+            f'INSERT INTO "{schema}".bench_fair VALUES ($1, 0) ON CONFLICT (name) DO NOTHING',
+            args.name,
+        )
+        fetch = await pg.prepare(
+            f"SELECT id, stream, type, data, metadata, version, position, time "
+            f'FROM "{schema}".events WHERE position > $1 ORDER BY position LIMIT $2'
+        )
+        update = await pg.prepare(f'UPDATE "{schema}".bench_fair SET at = $1 WHERE name = $2')
+
+        async def page(after: int) -> list[Event]:
+            return [
+                Event(r[0], r[1], r[2], msgspec.Raw(r[3].encode()), msgspec.Raw(r[4].encode()),
+                      r[5], r[6], r[7])
+                for r in await fetch.fetch(after, args.batch)
+            ]  # fmt: skip
+
+        async def moved(position: int) -> None:
+            await update.fetch(position, args.name)
+
+        async def close() -> None:
+            await pg.close()
+
+    control = Control(args.receiver)
+    try:
+        receiver_cpu = await control.reset()
+        async with aiohttp.ClientSession() as session:
+            cpu, t0 = time.process_time(), time.time()
+            after, number = 0, 0
+            while after < args.events:
+                events = await page(after)
+                if not events:
+                    break
+                number += 1
+                body = encode(Body(args.name, batch_id(stream_id, number), number, events))
+                msg = batch_id(stream_id, number)
+                sent = {**headers(keys, msg, body), "content-type": "application/json"}
+                async with session.post(
+                    url, data=body, headers=sent, allow_redirects=False
+                ) as answer:
+                    await answer.read()
+                    if answer.status != 200:
+                        raise RuntimeError(f"the receiver answered {answer.status}")
+                after = events[-1].position
+                await moved(after)
+            cpu = time.process_time() - cpu
+        found = await control.wait(args.events, timeout=60)
+    finally:
+        await control.close()
+        await close()
+    result = hook_result(found["hooks"].get(args.name), t0, args.events, cpu)
+    if "seconds" in result:
+        receiver = found["cpu_seconds"] - receiver_cpu
+        result["receiver_cpu_pct"] = round(100 * receiver / result["seconds"], 1)
+    return result
+
+
 async def run_many(args: argparse.Namespace) -> dict[str, Any]:
     """``--streams`` streams, stream i filtering category ``tNNN``, each ``--events``."""
     import tidings
@@ -482,6 +610,7 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
 ROLES: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]] = {
     "one": run_one,
     "raw": run_raw,
+    "fair": run_fair,
     "many": run_many,
     "latency": run_latency,
 }
@@ -611,7 +740,14 @@ class Bench:
 
     def one(self, backend: str) -> list[dict[str, Any]]:
         rows = [
-            {"backend": backend, "batch": b, "events": self.sizes.events, "tidings": [], "raw": []}
+            {
+                "backend": backend,
+                "batch": b,
+                "events": self.sizes.events,
+                "tidings": [],
+                "raw": [],
+                "fair": [],
+            }
             for b in self.sizes.batches
         ]
         with self.stores.fresh(backend) as url:
@@ -620,11 +756,11 @@ class Bench:
             self._log(f"{backend} one: preload", began, f"{head:,} events")
             for run in range(1, self.args.runs + 1):
                 for row in rows:
-                    order = ("raw", "tidings") if run % 2 else ("tidings", "raw")
+                    order = ("raw", "fair", "tidings") if run % 2 else ("tidings", "fair", "raw")
                     for series in order:
                         where = f"{backend} one b{row['batch']} {series} {run}/{self.args.runs}"
                         began = time.perf_counter()
-                        role = "raw" if series == "raw" else "one"
+                        role = series if series in ("raw", "fair") else "one"
                         name = f"{series}-b{row['batch']}-r{run}"
                         result = self._child(
                             role, url, name, batch=row["batch"], events=self.sizes.events
@@ -636,6 +772,9 @@ class Bench:
             pairs = zip(row["tidings"], row["raw"], strict=True)
             row["ratios"] = [round(t["rate"] / r["rate"], 3) for t, r in pairs]
             row["ratio"] = med(row["ratios"])
+            fair = zip(row["tidings"], row["fair"], strict=True)
+            row["fair_ratios"] = [round(t["rate"] / f["rate"], 3) for t, f in fair]
+            row["fair_ratio"] = med(row["fair_ratios"])
             row["goal"] = GOALS["one_vs_raw"]
         return rows
 
@@ -736,7 +875,7 @@ def render_one(rows: list[dict[str, Any]]) -> str:
     lines = [
         (
             "backend", "batch", "events", "tidings ev/s", "raw ev/s", "tidings/raw", "goal",
-            "", "CPU sender % t/r", "CPU receiver % t/r",
+            "", "fair ev/s", "tidings/fair", "CPU sender % t/r/f", "CPU receiver % t/r/f",
         )
     ]  # fmt: skip
     for row in rows:
@@ -744,24 +883,27 @@ def render_one(rows: list[dict[str, Any]]) -> str:
             lines.append((BACKEND_NAMES[row["backend"]], "-", "-", "ERROR", row["error"][:60]))
             lines[-1] += ("",) * (len(lines[0]) - len(lines[-1]))
             continue
-        t, r = row["tidings"], row["raw"]
+        t, r, f = row["tidings"], row["raw"], row.get("fair", [])
 
-        def both(key: str, t: list[Any] = t, r: list[Any] = r) -> str:
-            tm, rm = med([x[key] for x in t]), med([x[key] for x in r])
-            return f"{tm or 0:.0f} / {rm or 0:.0f}"
+        def both(key: str, t: list[Any] = t, r: list[Any] = r, f: list[Any] = f) -> str:
+            tm, rm, fm = (med([x[key] for x in series]) for series in (t, r, f))
+            return f"{tm or 0:.0f} / {rm or 0:.0f} / {fm or 0:.0f}"
 
         lines.append(
             (
                 BACKEND_NAMES[row["backend"]], str(row["batch"]), f"{row['events']:,}",
                 cell([x["rate"] for x in t]), cell([x["rate"] for x in r]),
                 cell(row["ratios"], 2), f">= {goal:.2f}", _mark(row["ratio"], lambda v: v >= goal),
+                cell([x["rate"] for x in f]), cell(row.get("fair_ratios", []), 2),
                 both("cpu_pct"), both("receiver_cpu_pct"),
             )
         )  # fmt: skip
     text = fixed_width(lines)
     text.append(
         "(tidings/raw: the median of each run's ratio; raw: a plain aiohttp loop posting "
-        "tidings' bodies, one in flight)"
+        "tidings' bodies, built and signed before the clock, one in flight; fair: a "
+        "hand-written sender doing the same work as tidings in turn: plain-driver reads, "
+        "msgspec bodies, signing, one POST in flight, a checkpoint commit per batch)"
     )
     return "\n".join(text)
 
