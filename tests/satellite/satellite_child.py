@@ -1,7 +1,7 @@
 """A satellite process for the fault tests (run as a script, never imported by pytest).
 
 Usage: python satellite_child.py FILE SERVER_URL SATELLITE_ID RUN SEED [--offline N]
-       [--online-every P]
+       [--online-every P] [--pull-page N]
 
 Opens ``Satellite(sqlite:///FILE, SERVER_URL, ["sale", "stock"])`` (the parent makes the
 server unreachable first), records N local transactions while offline, then waits for a
@@ -36,7 +36,7 @@ import uuid
 from typing import Any
 
 import tidings
-from tidings.satellite import Satellite
+from tidings.satellite import Satellite, syncer
 
 MAX_LIFETIME_S = 60.0  # never outlive a parent that forgot to kill us
 PIPE_BUF = 4096
@@ -134,7 +134,10 @@ async def main() -> int:
     parser.add_argument("seed", type=int)
     parser.add_argument("--offline", type=int, default=10)
     parser.add_argument("--online-every", type=float, default=0.5)
+    parser.add_argument("--pull-page", type=int, default=0, help="events per pull (0: default)")
     args = parser.parse_args()
+    if args.pull_page:
+        syncer.PULL_PAGE = args.pull_page
     rng = random.Random(args.seed)
     sat = Satellite(
         f"sqlite:///{args.file}",

@@ -204,7 +204,15 @@ class Child:
 
     @classmethod
     async def start(
-        cls, file: Path, url: str, sat_id: str, run: int, seed: int, offline: int, tmp: Path
+        cls,
+        file: Path,
+        url: str,
+        sat_id: str,
+        run: int,
+        seed: int,
+        offline: int,
+        tmp: Path,
+        pull_page: int = 0,
     ) -> Child:
         child = cls(run, tmp / f"child-{run}.stderr")
         with child.stderr_path.open("wb") as stderr:
@@ -218,6 +226,8 @@ class Child:
                 str(seed),
                 "--offline",
                 str(offline),
+                "--pull-page",
+                str(pull_page),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
@@ -319,16 +329,18 @@ async def test_a_satellite_sigkilled_at_random_moments_of_sync_loses_nothing_and
         for _ in range(rng.randint(0, 2)):  # the server moves on: stale expected versions
             k = rng.randrange(4)
             await remote.store.append(f"sale-{k}", [NewEvent("Restocked", {"run": run})])
+        seed_of_run, offline = rng.randrange(2**32), rng.randint(5, 40)
+        page = rng.choice([0, 0, 2, 7])  # small pull pages too: kills between pages
         child = await Child.start(
-            file, remote.url, sat_id, run, rng.randrange(2**32), rng.randint(5, 40), tmp_path
+            file, remote.url, sat_id, run, seed_of_run, offline, tmp_path, pull_page=page
         )
         try:
             await child.wait_for("written")
             remote.online()
             child.go()
-            # Mostly inside the first sync (0.05-0.1 s here), else among the online writes.
+            # Mostly inside the first sync (some 0.05 s here), else among the online writes.
             await asyncio.sleep(
-                rng.uniform(0.0, 0.1) if rng.random() < 0.6 else rng.uniform(0.1, 0.8)
+                rng.uniform(0.0, 0.05) if rng.random() < 0.6 else rng.uniform(0.05, 0.8)
             )
         finally:
             await child.kill()
@@ -605,11 +617,23 @@ async def test_network_faults_while_both_sides_write_keep_every_invariant(
                     return
             await asyncio.sleep(0.005)
 
+    tailed: list[tuple[int, uuid.UUID]] = []
+
+    async def tailer() -> None:
+        """I6 as it goes: the confirmed log only grows, in position order."""
+        while True:
+            after = tailed[-1][0] if tailed else 0
+            tailed.extend([(e.position, e.id) async for e in sat.read_all(after)])
+            if stop.is_set():
+                return
+            await asyncio.sleep(0.01)
+
     seen_in: dict[str, set[uuid.UUID]] = {}
     async with sat:
         await sat.sync(timeout=DEADLINE_S)
         tasks = [
-            asyncio.create_task(task()) for task in (local_writer, server_writer, faults, reader)
+            asyncio.create_task(task())
+            for task in (local_writer, server_writer, faults, reader, tailer)
         ]
         try:
             await asyncio.sleep(8.0)
@@ -645,6 +669,8 @@ async def test_network_faults_while_both_sides_write_keep_every_invariant(
         assert not chaos.flipped, (
             f"I7: confirmed events went pending again ({why}): {chaos.flipped[:5]}"
         )
+        server = [(e.position, e.id) async for e in remote.store.read_all(filter=Filter(["sale"]))]
+        assert tailed == server[: len(tailed)], f"I6: the replica's log as it grew ({why})"
         counts = await check_invariants(
             sat,
             remote.store,
@@ -656,8 +682,8 @@ async def test_network_faults_while_both_sides_write_keep_every_invariant(
         )
     print(
         f"network chaos: {why}, faults={chaos.faults}, reads={chaos.reads}, "
-        f"server writes={chaos.server_writes}, refused online={len(chaos.refused)}, "
-        f"vanished (refused)={len(chaos.vanished)}, {counts}"
+        f"server writes={chaos.server_writes}, tailed={len(tailed)}, "
+        f"refused online={len(chaos.refused)}, vanished (refused)={len(chaos.vanished)}, {counts}"
     )
     assert counts["accepted"] > 0
 
