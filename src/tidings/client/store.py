@@ -61,7 +61,9 @@ _RETRY_MAX = 2.0
 _LONG_POLL = 25.0  # seconds one long poll of the head may wait at the server
 
 
-class _Event(msgspec.Struct, omit_defaults=True):
+class WireEvent(msgspec.Struct, omit_defaults=True):
+    """A prepared event as a request body carries it (data and metadata as stored JSON)."""
+
     type: str
     data: msgspec.Raw
     metadata: msgspec.Raw
@@ -69,17 +71,21 @@ class _Event(msgspec.Struct, omit_defaults=True):
 
 
 class _Append(msgspec.Struct, omit_defaults=True):
-    events: list[_Event]
+    events: list[WireEvent]
     expected_version: int | str | None = None
 
 
-class _StreamAppend(msgspec.Struct, omit_defaults=True):
+class WireAppend(msgspec.Struct, omit_defaults=True):
+    """One stream's part of a transaction as a request body carries it."""
+
     stream: str
-    events: list[_Event]
+    events: list[WireEvent]
     expected_version: int | str | None = None
 
 
-class _Audit(msgspec.Struct):
+class WireAudit(msgspec.Struct):
+    """A transaction's audit as a request body carries it."""
+
     user: str
     extra: dict[str, Any]
 
@@ -90,18 +96,27 @@ class _Checkpoint(msgspec.Struct):
 
 
 class _Transaction(msgspec.Struct, omit_defaults=True):
-    appends: list[_StreamAppend]
-    audit: _Audit | None = None
+    appends: list[WireAppend]
+    audit: WireAudit | None = None
     checkpoint: _Checkpoint | None = None
 
 
-def _events(append: PreparedAppend) -> list[_Event]:
+def _events(append: PreparedAppend, every_id: bool = False) -> list[WireEvent]:
     return [
-        _Event(
-            e.type, msgspec.Raw(e.data), msgspec.Raw(e.metadata), str(e.id) if e.id_given else None
+        WireEvent(
+            e.type,
+            msgspec.Raw(e.data),
+            msgspec.Raw(e.metadata),
+            str(e.id) if every_id or e.id_given else None,
         )
         for e in append.events
     ]
+
+
+def wire_appends(appends: Iterable[PreparedAppend], every_id: bool = False) -> list[WireAppend]:
+    """Prepared appends as a request body carries them; with ``every_id``, each event with
+    its id, given or made (a satellite's events keep their ids on the server)."""
+    return [WireAppend(a.stream, _events(a, every_id), _expected(a)) for a in appends]
 
 
 def _expected(append: PreparedAppend) -> int | str | None:
@@ -244,8 +259,8 @@ class RemoteStore(StoreFront):
             body = encoder.encode(_Append(_events(one), _expected(one)))
             path = f"/streams/{quote(one.stream, safe='')}/events"
             return [await self._call("POST", path, AppendResult, body=body)]
-        audit = None if group.audit is None else _Audit(group.audit.user, group.audit.extra)
-        parts = [_StreamAppend(a.stream, _events(a), _expected(a)) for a in appends]
+        audit = None if group.audit is None else WireAudit(group.audit.user, group.audit.extra)
+        parts = wire_appends(appends)
         moved = None if group.checkpoint is None else _Checkpoint(*group.checkpoint)
         body = encoder.encode(_Transaction(parts, audit, moved))
         result = await self._call("POST", "/transactions", TransactionResult, body=body)

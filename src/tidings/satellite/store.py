@@ -20,7 +20,7 @@ from uuid import UUID
 
 import msgspec
 
-from tidings.client.store import RemoteStore
+from tidings.client.store import RemoteStore, WireAppend, WireAudit, wire_appends
 from tidings.codec import PreparedAppend, decode_json
 from tidings.errors import (
     AccessDenied,
@@ -44,14 +44,14 @@ from tidings.events import (
     expected_from_code,
 )
 from tidings.satellite.local import LocalFile
-from tidings.satellite.syncer import Conflict, LocalAppend, SatelliteStatus, Syncer
+from tidings.satellite.syncer import Conflict, LocalAppend, SatelliteStatus, Syncer, standing
 from tidings.sql import load_queries
 from tidings.store.base import StoreFront
 from tidings.store.planner import Group
 from tidings.store.rooms import Room
 from tidings.store.rows import sqlite_events, time_from_ms
 from tidings.store.sqlite import SQLiteStore
-from tidings.wire import expected_from_wire, expected_to_wire
+from tidings.wire import expected_from_wire
 from tidings.wire_sync import Verdict
 
 log = logging.getLogger("tidings.satellite")
@@ -63,28 +63,10 @@ _STORE_Q = load_queries("sqlite")
 _SAT_Q = load_queries("sqlite", None, "satellite.sql")
 
 
-class _PushEvent(msgspec.Struct):
-    id: str
-    type: str
-    data: msgspec.Raw
-    metadata: msgspec.Raw
-
-
-class _PushAppend(msgspec.Struct, omit_defaults=True):
-    stream: str
-    events: list[_PushEvent]
-    expected_version: int | str | None = None
-
-
-class _PushAudit(msgspec.Struct):
-    user: str
-    extra: dict[str, Any]
-
-
 class _PushTransaction(msgspec.Struct, omit_defaults=True):
     seq: int
-    appends: list[_PushAppend]
-    audit: _PushAudit | None = None
+    appends: list[WireAppend]
+    audit: WireAudit | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -242,18 +224,8 @@ class Satellite(StoreFront):
         allowed = self.authority is None or self.authority(local_appends(appends))
         if not sync.online and not allowed:
             raise Offline(f"the server {self.server_url} cannot be reached: {sync.last_error}")
-        audit = None if group.audit is None else _PushAudit(group.audit.user, group.audit.extra)
-        parts = [
-            _PushAppend(
-                a.stream,
-                [
-                    _PushEvent(str(e.id), e.type, msgspec.Raw(e.data), msgspec.Raw(e.metadata))
-                    for e in a.events
-                ],
-                None if a.expected == -1 else expected_to_wire(expected_from_code(a.expected)),
-            )
-            for a in appends
-        ]
+        audit = None if group.audit is None else WireAudit(group.audit.user, group.audit.extra)
+        parts = wire_appends(appends, every_id=True)
         async with self._commit_lock:
             seq, results = await file.record(
                 appends, lambda n: _encoder.encode(_PushTransaction(n, parts, audit))
@@ -354,7 +326,7 @@ async def file_status(
             state = await file.state()
         except StoreUnavailable as exc:  # no satellite tables: not a tidings store
             raise NotFound(f"{local} is not a satellite's file") from exc
-        pending, accepted, conflicts = await file.counts()
+        counts = await file.counts()
     finally:
         await file.close()
     online, error = False, None
@@ -367,18 +339,7 @@ async def file_status(
             error = f"{type(exc).__name__}: {exc}"
         finally:
             await remote.close()
-    synced = None if state.synced_ms is None else time_from_ms(state.synced_ms)
-    return SatelliteStatus(
-        state.satellite_id,
-        online,
-        synced,
-        pending,
-        accepted,
-        conflicts,
-        state.cursor,
-        state.server_identity,
-        error,
-    )
+    return standing(state, counts, online, error)
 
 
 def local_appends(appends: Sequence[PreparedAppend]) -> list[LocalAppend]:

@@ -340,19 +340,8 @@ class Syncer:
 
     async def status(self) -> SatelliteStatus:
         """The satellite's status now."""
-        state = await self.file.state()
-        pending, accepted, conflicts = await self.file.counts()
-        synced = None if state.synced_ms is None else time_from_ms(state.synced_ms)
-        return SatelliteStatus(
-            state.satellite_id,
-            self.online,
-            synced,
-            pending,
-            accepted,
-            conflicts,
-            state.cursor,
-            state.server_identity,
-            self.last_error,
+        return standing(
+            await self.file.state(), await self.file.counts(), self.online, self.last_error
         )
 
     async def conflicts(self) -> list[Conflict]:
@@ -373,6 +362,25 @@ class Syncer:
                     last = conflict.seq
                     yield conflict
             await seen.wait()
+
+
+def standing(
+    state: State, counts: tuple[int, int, int], online: bool, error: str | None
+) -> SatelliteStatus:
+    """A status from the file's state and counts (pending, accepted, conflicts)."""
+    pending, accepted, conflicts = counts
+    synced = None if state.synced_ms is None else time_from_ms(state.synced_ms)
+    return SatelliteStatus(
+        state.satellite_id,
+        online,
+        synced,
+        pending,
+        accepted,
+        conflicts,
+        state.cursor,
+        state.server_identity,
+        error,
+    )
 
 
 def _conflict(seq: int, body: str, verdict: str, decided_ms: int) -> Conflict:
