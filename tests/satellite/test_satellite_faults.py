@@ -314,6 +314,22 @@ def file_state(path: Path) -> FileState:
     )
 
 
+async def other_client(store: tidings.EventStore, rng: random.Random, seconds: float) -> None:
+    """Another client's appends to the satellite's streams for ``seconds``: single ones,
+    and transactions over both categories (whole in every pull page)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while loop.time() < until:
+        k = rng.randrange(4)
+        if rng.random() < 0.3:
+            async with store.transaction(tidings.Audit("office")) as tx:
+                tx.append(f"sale-{k}", [NewEvent("Restocked", {"by": "office"})])
+                tx.append(f"stock-{k}", [NewEvent("Counted", {"by": "office"})] * 2)
+        else:
+            await store.append(f"sale-{k}", [NewEvent("Restocked", {"by": "office"})])
+        await asyncio.sleep(rng.uniform(0.0, 0.02))
+
+
 @pytest.mark.parametrize("server_store", ["sqlite"], indirect=True)
 async def test_a_satellite_sigkilled_at_random_moments_of_sync_loses_nothing_and_lands_once(
     remote: Remote, tmp_path: Path
@@ -338,9 +354,11 @@ async def test_a_satellite_sigkilled_at_random_moments_of_sync_loses_nothing_and
             await child.wait_for("written")
             remote.online()
             child.go()
-            # Mostly inside the first sync (some 0.05 s here), else among the online writes.
-            await asyncio.sleep(
-                rng.uniform(0.0, 0.05) if rng.random() < 0.6 else rng.uniform(0.05, 0.8)
+            # Mostly inside the first sync (some 0.05 s here), else among the online writes,
+            # while another client writes the same streams.
+            delay = rng.uniform(0.0, 0.05) if rng.random() < 0.6 else rng.uniform(0.05, 0.8)
+            await asyncio.wait_for(
+                other_client(remote.store, random.Random(rng.randrange(2**32)), delay), DEADLINE_S
             )
         finally:
             await child.kill()
@@ -446,7 +464,7 @@ async def test_a_server_restarted_during_a_sync_takes_each_pending_transaction_o
                     ids.append(event.id)
                 assert (await sat.status()).pending == total
                 direct = await tidings.connect(servers[0].url)
-                at = rng.randint(20, 200)
+                at = rng.randint(20, 150)
                 try:
                     proxy.refuse(False)
                     kick = asyncio.create_task(sat.sync(timeout=DEADLINE_S))  # let it sync
