@@ -441,10 +441,14 @@ async def test_a_server_restarted_during_a_sync_takes_each_pending_transaction_o
     backend = urlsplit(server_store).scheme
     seed = seed_for(f"server restart {backend} {sig.name}")
     rng = random.Random(seed)
-    why = f"seed={seed}"
+    # The restart lands among the pushes or among the pull pages that follow them.
+    phase = rng.choice(["push", "pull"])
+    why = f"seed={seed}, {phase}"
     store_url = server_store
-    # Several pushes in one sync, so that the restart lands between and inside them.
+    # Several pushes and pull pages in one sync, so that the restart lands between and
+    # inside them.
     monkeypatch.setattr("tidings.satellite.syncer.PUSH_BATCH", 20)
+    monkeypatch.setattr("tidings.satellite.syncer.PULL_PAGE", 7)
     total = 300
     with a_server(store_url) as servers:
         async with TcpProxy("127.0.0.1", port_of(servers[0])) as proxy:
@@ -465,16 +469,18 @@ async def test_a_server_restarted_during_a_sync_takes_each_pending_transaction_o
                     ids.append(event.id)
                 assert (await sat.status()).pending == total
                 direct = await tidings.connect(servers[0].url)
-                at = rng.randint(20, 150)
+                at = rng.randint(20, 150) if phase == "push" else rng.randint(30, 300)
                 try:
                     proxy.refuse(False)
                     kick = asyncio.create_task(sat.sync(timeout=DEADLINE_S))  # let it sync
 
                     async def reached() -> bool:
+                        if phase == "pull":  # the replica passed position ``at``
+                            return (await sat.status()).position >= at
                         version = await direct.stream_version(verdict_stream("till"))
                         return version is not None and version + 1 >= at
 
-                    await eventually(reached, f"seq {at} decided ({why})", every=0.005)
+                    await eventually(reached, f"{phase} at {at} ({why})", every=0.005)
                 finally:
                     await direct.close()
                 code = servers[0].stop(sig)
@@ -507,8 +513,9 @@ async def test_a_server_restarted_during_a_sync_takes_each_pending_transaction_o
                 finally:
                     await direct.close()
     print(
-        f"server restart {backend} {sig.name}: seed={seed}, stopped after seq {at} was decided,"
-        f" {left} pending then (exit {code})"
+        f"server restart {backend} {sig.name}: {why}, stopped at {at} ("
+        f"{'seq decided' if phase == 'push' else 'replicated position'}), {left} pending then"
+        f" (exit {code})"
     )
 
 
