@@ -64,6 +64,8 @@ class Verdict(msgspec.Struct, omit_defaults=True):
     actual: int | None = None
     reason: str | None = None
     stored: Verdict | None = None
+    first: str | None = None
+    """The id of the transaction's first event: a satellite checks it is its own."""
 
 
 class PushResult(msgspec.Struct):

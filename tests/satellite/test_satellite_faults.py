@@ -773,13 +773,6 @@ def copy_file(source: Path, target: Path) -> None:
             shutil.copyfile(here, there)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a satellite file restored from a backup reuses seqs the server has decided: "
-    "the server answers duplicate with another transaction's stored verdict, and the new "
-    "local transaction is taken as accepted and lost (I1); needs the verdict to name what "
-    "it decided (an event id or a digest), not a small fix",
-)
 @pytest.mark.parametrize("server_store", ["sqlite"], indirect=True)
 async def test_a_local_write_after_the_file_was_restored_from_a_backup_is_not_lost(
     remote: Remote, tmp_path: Path
@@ -803,8 +796,13 @@ async def test_a_local_write_after_the_file_was_restored_from_a_backup_is_not_lo
     async with satellite() as sat:
         await sat.sync(timeout=DEADLINE_S)
         late = NewEvent("Sold", {"n": 3}, id=uuid.uuid4())
-        await sat.append("sale-1", [late])  # seq 2 again
+        result = await sat.append("sale-1", [late])  # seq 2 again: numbered 3, pushed
         await sat.sync(timeout=DEADLINE_S)
         landed = [e.id async for e in remote.store.read_stream("sale-1")]
         refused = ids_of_conflicts(await sat.conflicts())
         assert late.id in landed or late.id in refused, "I1: the local write was lost"
+        assert landed.count(late.id) == 1 and landed[-1] == late.id  # once, after the rest
+        [at] = [e async for e in remote.store.read_all(result.position - 1, limit=1)]
+        assert at.id == late.id  # the result is the server's own
+        assert [e.data["n"] async for e in sat.read_stream("sale-1")] == [1, 2, 3]
+        assert (await sat.status()).pending == 0

@@ -96,9 +96,10 @@ async def test_a_stale_expected_version_is_one_conflict_and_the_next_transaction
     client: httpx.AsyncClient, store: tidings.EventStore
 ) -> None:
     await store.append("sale-9", [tidings.NewEvent("Sold"), tidings.NewEvent("Sold")])
+    stale = event(1)
     reply = await push(
         client,
-        tx(1, part("sale-9", event(1), expected=0), part("sale-10", event(2))),
+        tx(1, part("sale-9", stale, expected=0), part("sale-10", event(2))),
         tx(2, part("sale-11", event(3), expected="no_stream")),
     )
     conflict, accepted = reply["verdicts"]
@@ -108,6 +109,7 @@ async def test_a_stale_expected_version_is_one_conflict_and_the_next_transaction
         "stream": "sale-9",
         "expected": 0,
         "actual": 1,
+        "first": stale["id"],  # which transaction it was about
     }
     assert accepted["verdict"] == "accepted"
     assert await store.stream_version("sale-9") == 1  # nothing of the conflict written
@@ -119,12 +121,9 @@ async def test_metrics_count_the_verdicts(
     client: httpx.AsyncClient, store: tidings.EventStore
 ) -> None:
     await store.append("sale-1", [tidings.NewEvent("Sold")])
-    await push(
-        client,
-        tx(1, part("sale-1", event(1), expected=0)),
-        tx(2, part("sale-1", event(2), expected=0)),
-    )
-    await push(client, tx(2, part("sale-1", event(2))))
+    second = tx(2, part("sale-1", event(2), expected=0))
+    await push(client, tx(1, part("sale-1", event(1), expected=0)), second)
+    await push(client, second)
     text = (await client.get("/metrics")).text
     assert 'tidings_sync_verdicts_total{verdict="accepted"} 1.0' in text
     assert 'tidings_sync_verdicts_total{verdict="conflict"} 1.0' in text
@@ -140,6 +139,24 @@ async def test_a_sequence_number_past_the_next_is_out_of_order_and_not_stored(
     assert skipped["verdict"] == "out_of_order" and "next seq is 2" in skipped["reason"]
     assert landed["verdict"] == "accepted"
     assert reply["last_seq"] == 2
+
+
+async def test_a_seq_reused_for_another_transaction_is_out_of_order_with_those_after_it(
+    client: httpx.AsyncClient, store: tidings.EventStore
+) -> None:
+    first = tx(1, part("sale-1", event(1)))
+    await push(client, first, tx(2, part("sale-1", event(2))))
+    # A satellite restored from an older copy numbers new transactions from 2 again.
+    reply = await push(
+        client, first, tx(2, part("sale-1", event(9))), tx(3, part("sale-1", event(10)))
+    )
+    replayed, reused, after = reply["verdicts"]
+    assert replayed["verdict"] == "duplicate" and replayed["stored"]["verdict"] == "accepted"
+    assert replayed["stored"]["first"] == first["appends"][0]["events"][0]["id"]
+    assert reused["verdict"] == "out_of_order" and "another transaction" in reused["reason"]
+    assert after["verdict"] == "out_of_order"  # applied, it would land before the reused one
+    assert reply["last_seq"] == 2
+    assert await store.stream_version("sale-1") == 1
 
 
 async def test_a_malformed_transaction_among_good_ones_is_the_only_one_rejected(

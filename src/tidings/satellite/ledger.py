@@ -67,9 +67,18 @@ class Ledger:
         stopping at a failure; the verdicts and the satellite's last sequence number."""
         last = await self.last_seq(satellite_id)
         verdicts: list[Verdict] = []
+        reused: int | None = None
         for item in transactions:
             found = item if isinstance(item, PushedTransaction) else decode_transaction(item)
+            if reused is not None and found.seq is not None:
+                # Applying the ones after a reused seq would put them before it: its
+                # satellite numbers it (and them) again after ``last`` and pushes again.
+                reason = f"after seq {reused}, which is another transaction's"
+                verdicts.append(Verdict(found.seq, "out_of_order", reason=reason))
+                continue
             verdict, last = await self._decide(satellite_id, found, may_append, user, last)
+            if verdict.verdict == "out_of_order" and found.seq is not None and found.seq <= last:
+                reused = found.seq
             verdicts.append(verdict)
         return verdicts, last
 
@@ -87,7 +96,7 @@ class Ledger:
             return found, last
         while True:
             if seq <= last:
-                return await self._duplicate(satellite_id, seq), last
+                return await self._duplicate(satellite_id, found, last), last
             if seq > last + 1:
                 return Verdict(seq, "out_of_order", reason=f"the next seq is {last + 1}"), last
             try:
@@ -105,13 +114,13 @@ class Ledger:
         for part in tx.appends:
             if category_of(part.stream) == VERDICT_CATEGORY:
                 reason = f"stream {part.stream!r}: the {VERDICT_CATEGORY} category is the server's"
-                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason))
+                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason), tx)
             if not may_append(category_of(part.stream)):
                 reason = f"forbidden: may not append to category {category_of(part.stream)!r}"
-                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason))
+                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason), tx)
         if not tx.appends:
             reason = "the transaction has no appends"
-            return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason))
+            return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason), tx)
         extra: dict[str, Any] = {} if tx.audit is None else dict(tx.audit.extra)
         extra.update({"satellite": satellite_id, "seq": seq})
         audit = Audit(user if tx.audit is None else tx.audit.user, extra)
@@ -121,7 +130,7 @@ class Ledger:
             for part in tx.appends:
                 batch.append(part.stream, part.events, expected_from_wire(part.expected_version))
             stream = verdict_stream(satellite_id)
-            record = {"seq": seq, "verdict": "accepted", "appends": shape}
+            record = {"seq": seq, "verdict": "accepted", "appends": shape, "first": _first(tx)}
             batch.append(stream, [NewEvent(VERDICT_TYPE, record)], _after(seq))
             results = await batch.commit()
         except WrongExpectedVersion as exc:
@@ -131,14 +140,20 @@ class Ledger:
             conflict = Verdict(
                 seq, "conflict", stream=exc.stream, expected=expected, actual=exc.actual
             )
-            return await self._record(satellite_id, conflict)
+            return await self._record(satellite_id, conflict, tx)
         except (InvalidInput, DuplicateEventId) as exc:
-            return await self._record(satellite_id, Verdict(seq, "rejected", reason=str(exc)))
-        return Verdict(seq, "accepted", results=results[:-1], position=results[-1].position)
+            return await self._record(satellite_id, Verdict(seq, "rejected", reason=str(exc)), tx)
+        return Verdict(
+            seq, "accepted", results=results[:-1], position=results[-1].position, first=_first(tx)
+        )
 
-    async def _record(self, satellite_id: str, verdict: Verdict) -> Verdict:
+    async def _record(
+        self, satellite_id: str, verdict: Verdict, tx: PushedTransaction | None = None
+    ) -> Verdict:
         """Store a verdict of a transaction that did not land (its seq is decided)."""
         assert verdict.seq is not None
+        if tx is not None:
+            verdict.first = _first(tx)
         record = msgspec.to_builtins(verdict)
         try:
             await self.store.append(
@@ -150,9 +165,26 @@ class Ledger:
             raise _Raced from exc
         return verdict
 
-    async def _duplicate(self, satellite_id: str, seq: int) -> Verdict:
-        stored = await self.verdicts(satellite_id, seq - 1, limit=1)
-        return Verdict(seq, "duplicate", stored=stored[0] if stored else None)
+    async def _duplicate(
+        self, satellite_id: str, found: PushedTransaction | Verdict, last: int
+    ) -> Verdict:
+        """The stored verdict of a seq decided before; ``out_of_order`` when it was decided
+        for another transaction (other event ids: a satellite file restored from an older
+        copy numbers new transactions again from where the copy stood)."""
+        seq = found.seq
+        assert seq is not None
+        stream = verdict_stream(satellite_id)
+        events = [e async for e in self.store.read_stream(stream, seq - 1, limit=1)]
+        if not events:
+            return Verdict(seq, "duplicate")
+        first = events[0].data.get("first")
+        if isinstance(found, PushedTransaction) and first is not None and first != _first(found):
+            reason = (
+                f"seq {seq} was decided for another transaction (a satellite file restored "
+                f"from an older copy?): number it after {last} and push it again"
+            )
+            return Verdict(seq, "out_of_order", reason=reason)
+        return Verdict(seq, "duplicate", stored=await self._stored(events[0]))
 
     async def verdicts(
         self, satellite_id: str, after: int, limit: int = MAX_VERDICTS
@@ -173,6 +205,7 @@ class Ledger:
             "accepted",
             results=await self._results(event.position, data["appends"]),
             position=event.position,
+            first=data.get("first"),
         )
 
     async def _results(self, position: int, shape: list[list[Any]]) -> list[AppendResult] | None:
@@ -231,6 +264,15 @@ class Ledger:
                 return tail
             after, size = page[-1].position, min(size * 10, 1000)
         return tail
+
+
+def _first(tx: PushedTransaction) -> str | None:
+    """The id of a pushed transaction's first event, stored with its verdict so that a
+    replay can be told from another transaction under the same seq."""
+    for part in tx.appends:
+        for event in part.events:
+            return None if event.id is None else str(event.id)
+    return None
 
 
 class _Raced(Exception):

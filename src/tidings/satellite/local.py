@@ -212,23 +212,49 @@ class LocalFile:
                 if verdict is None or given.seq is None:
                     continue
                 seq = given.seq
+                if verdict.verdict == "out_of_order":
+                    continue  # undecided still
+                top = max(top, seq)  # decided on the server, whatever became of it here
+                mine = conn.execute(Q["pending_body"], (seq,)).fetchone()
+                if mine is None or not _same_transaction(verdict, mine[0]):
+                    continue  # not pending here, or another history's transaction
                 if verdict.verdict == "accepted":
                     conn.execute(Q["accept"], (_in_replica_at(verdict, self._categories), seq))
                 elif verdict.verdict in ("conflict", "rejected"):
-                    row = conn.execute(Q["pending_body"], (seq,)).fetchone()
-                    if row is not None:
-                        encoded = msgspec.json.encode(verdict).decode()
-                        conn.execute(Q["insert_conflict"], (seq, row[0], encoded, now_ms()))
-                        conn.execute(Q["drop_pending"], (seq,))
-                        conn.execute(Q["drop_pending_streams"], (seq,))
-                        refused.append((seq, verdict))
-                else:
-                    continue  # out_of_order: undecided still
-                top = max(top, seq)
+                    encoded = msgspec.json.encode(verdict).decode()
+                    conn.execute(Q["insert_conflict"], (seq, mine[0], encoded, now_ms()))
+                    conn.execute(Q["drop_pending"], (seq,))
+                    conn.execute(Q["drop_pending_streams"], (seq,))
+                    refused.append((seq, verdict))
             conn.execute(Q["set_decided"], (top,))
             return refused
 
         return await self._write(decide)
+
+    async def renumber(self, first: int, after: int) -> list[tuple[int, int]]:
+        """Number the undecided pending transactions from seq ``first`` on again, in their
+        order, right after the server's last decided seq ``after``: their seqs were
+        decided for other transactions (this file was restored from an older copy). How
+        Verdicts up to ``after`` are another history's: none is asked for again. The moves,
+        as (old seq, new seq)."""
+
+        def renumber(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+            rows = conn.execute(Q["undecided_from"], (first,)).fetchall()
+            for offset, (seq, _) in enumerate(rows, 1):  # out of the way of the new numbers
+                conn.execute(Q["move_pending"], (-offset, None, seq))
+                conn.execute(Q["move_pending_streams"], (-offset, seq))
+            for offset, (_, body) in enumerate(rows, 1):
+                found: Any = msgspec.json.decode(body)
+                found["seq"] = after + offset
+                moved = msgspec.json.encode(found).decode()
+                conn.execute(Q["move_pending"], (after + offset, moved, -offset))
+                conn.execute(Q["move_pending_streams"], (after + offset, -offset))
+            if rows:
+                conn.execute(Q["set_last_seq"], (after + len(rows),))
+                conn.execute(Q["set_decided"], (after,))
+            return [(seq, after + offset) for offset, (seq, _) in enumerate(rows, 1)]
+
+        return await self._write(renumber)
 
     async def land(self, page: PulledPage) -> list[int]:
         """Write a pulled page, its cursor and verdicts in one transaction; the seqs of
@@ -314,6 +340,19 @@ class LocalFile:
             await self._run(close)
             self._conn = None
         self._pool.shutdown(wait=True)
+
+
+def _same_transaction(verdict: Verdict, body: str) -> bool:
+    """Whether ``verdict`` is about the pending transaction ``body`` (its first event's
+    id, when the verdict names one): a file restored from an older copy gives its seqs
+    to new transactions, and the server's verdicts on the old ones are not about them."""
+    if verdict.first is None:
+        return True
+    found: Any = msgspec.json.decode(body)
+    for part in found["appends"]:
+        for event in part["events"]:
+            return bool(event.get("id") == verdict.first)
+    return True
 
 
 def _in_replica_at(verdict: Verdict, categories: frozenset[str]) -> int | None:

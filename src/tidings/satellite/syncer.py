@@ -151,8 +151,9 @@ class Syncer:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             return None
-        finally:
-            self._push_waiters.pop(seq, None)
+        finally:  # under its seq, or the one it was numbered again with
+            for key in [k for k, w in self._push_waiters.items() if w is waiter]:
+                del self._push_waiters[key]
 
     # -- the loop -------------------------------------------------------------------
 
@@ -243,12 +244,28 @@ class Syncer:
             reply = await self.remote.request("POST", "/sync/push", PushResult, body=body)
             self._at("pushed")
             await self._decided(reply.verdicts)
-            stuck = [v.seq for v in reply.verdicts if v.verdict == "out_of_order"]
+            stuck = [v.seq for v in reply.verdicts if v.verdict == "out_of_order" and v.seq]
             if stuck:
-                raise TidingsError(
-                    f"the server has decided up to seq {reply.last_seq} of satellite "
-                    f"{self.satellite_id}, and cannot take {stuck[0]} (a restored server?)"
+                # Seqs another history decided (this file restored from an older copy):
+                # the rest go again, numbered after the server's last, in their order.
+                moved = await self.file.renumber(min(stuck), reply.last_seq)
+                log.warning(
+                    "satellite %s: %d pending transactions numbered again after seq %d",
+                    self.satellite_id,
+                    len(moved),
+                    reply.last_seq,
                 )
+                waiting = {old: self._push_waiters.pop(old, None) for old, _ in moved}
+                for old, new in moved:  # a writer waiting for its verdict follows it
+                    waiter = waiting[old]
+                    if waiter is not None:
+                        self._push_waiters[new] = waiter
+                if not moved:
+                    raise TidingsError(
+                        f"the server has decided up to seq {reply.last_seq} of satellite "
+                        f"{self.satellite_id} and cannot take {min(stuck)}"
+                    )
+                continue
             if len(rows) < PUSH_BATCH:
                 return
 
@@ -302,6 +319,8 @@ class Syncer:
         refused = await self.file.decide(verdicts)
         told: set[int] = set()
         for verdict in verdicts:
+            if verdict.verdict == "out_of_order":
+                continue  # not decided: it goes again (a writer waiting for it times out)
             waiter = self._push_waiters.get(verdict.seq) if verdict.seq is not None else None
             if waiter is not None and not waiter.done():
                 waiter.set_result(verdict)

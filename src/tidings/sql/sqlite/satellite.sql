@@ -32,6 +32,17 @@ INSERT INTO tidings_satellite_pending_streams (stream, seq, events) VALUES (?, ?
 SELECT seq, body FROM tidings_satellite_pending
 WHERE accepted_position IS NULL AND seq > ? ORDER BY seq LIMIT ?;
 
+-- name: undecided_from
+SELECT seq, body FROM tidings_satellite_pending
+WHERE accepted_position IS NULL AND seq >= ? ORDER BY seq;
+
+-- name: move_pending
+-- A new seq, and the body that carries it (NULL: the body as it is).
+UPDATE tidings_satellite_pending SET seq = ?, body = coalesce(?, body) WHERE seq = ?;
+
+-- name: move_pending_streams
+UPDATE tidings_satellite_pending_streams SET seq = ? WHERE seq = ?;
+
 -- name: accept
 UPDATE tidings_satellite_pending SET accepted_position = ? WHERE seq = ?;
 
