@@ -77,7 +77,7 @@ class PushResult(msgspec.Struct):
     last_seq: int
 
 
-class PullPage(msgspec.Struct):
+class SyncPage(msgspec.Struct):
     """``GET /sync/pull``: the next events of the satellite's categories, never ending in
     the middle of a transaction with an audit record; ``cursor`` is where to pull on
     from; ``last_seq`` and the ``verdicts`` after the ``seq_after`` asked for come along,

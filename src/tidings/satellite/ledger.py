@@ -11,12 +11,13 @@ retries, racing pushes and nodes, on every backend (ADR 26).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
-from tidings.errors import DuplicateEventId, InvalidInput, WrongExpectedVersion
+from tidings.errors import DuplicateEventId, InvalidInput, TidingsError, WrongExpectedVersion
 from tidings.events import (
     NO_STREAM,
     AppendResult,
@@ -27,14 +28,15 @@ from tidings.events import (
     RecordedEvent,
     category_of,
 )
-from tidings.store.base import EventStore
+from tidings.store.base import EventStore, Transaction
 from tidings.wire import expected_from_wire, expected_to_wire
-from tidings.wire_sync import PullPage, PushedTransaction, Verdict, decode_transaction
+from tidings.wire_sync import PushedTransaction, SyncPage, Verdict, decode_transaction
 
 VERDICT_CATEGORY = "$sync"
 VERDICT_TYPE = "tidings.sync.verdict"
 MAX_VERDICTS = 1000  # per pull
 MAX_TRANSACTION_TAIL = 100_000  # events a pull may add to finish a transaction
+MAX_RUN = 500  # transactions of a push committed at once
 
 MayAppend = Callable[[str], bool]
 """Whether the pushing caller may append to a category."""
@@ -68,19 +70,73 @@ class Ledger:
         last = await self.last_seq(satellite_id)
         verdicts: list[Verdict] = []
         reused: int | None = None
-        for item in transactions:
-            found = item if isinstance(item, PushedTransaction) else decode_transaction(item)
+        items = [
+            item if isinstance(item, PushedTransaction) else decode_transaction(item)
+            for item in transactions
+        ]
+        at = 0
+        while at < len(items):
+            found = items[at]
             if reused is not None and found.seq is not None:
                 # Applying the ones after a reused seq would put them before it: its
                 # satellite numbers it (and them) again after ``last`` and pushes again.
                 reason = f"after seq {reused}, which is another transaction's"
                 verdicts.append(Verdict(found.seq, "out_of_order", reason=reason))
+                at += 1
+                continue
+            landed = await self._land_run(satellite_id, items, at, last, may_append, user)
+            if landed:
+                verdicts += landed
+                at += len(landed)
+                last += len(landed)
                 continue
             verdict, last = await self._decide(satellite_id, found, may_append, user, last)
             if verdict.verdict == "out_of_order" and found.seq is not None and found.seq <= last:
                 reused = found.seq
             verdicts.append(verdict)
+            at += 1
         return verdicts, last
+
+    async def _land_run(
+        self,
+        satellite_id: str,
+        items: list[PushedTransaction | Verdict],
+        at: int,
+        last: int,
+        may_append: MayAppend,
+        user: str,
+    ) -> list[Verdict]:
+        """Commit the run of next-in-line transactions from ``items[at]`` at once, so that
+        the store's group commit lands them in few database transactions; the accepted
+        verdicts of the ones that landed, in order (a prefix of the run: each one's verdict
+        expects the one before it). What did not land is decided one at a time after."""
+        run: list[tuple[PushedTransaction, Transaction]] = []
+        while at + len(run) < len(items) and len(run) < MAX_RUN:
+            tx = items[at + len(run)]
+            if not isinstance(tx, PushedTransaction) or tx.seq != last + len(run) + 1:
+                break
+            if _refusal(tx, may_append) is not None:
+                break
+            try:
+                run.append((tx, self._prepared(satellite_id, tx, user)))
+            except (InvalidInput, DuplicateEventId):
+                break  # refused one at a time, with its reason
+        if len(run) < 2:
+            return []
+        outcomes = await asyncio.gather(
+            *(batch.commit() for _, batch in run), return_exceptions=True
+        )
+        landed: list[Verdict] = []
+        for (tx, _), outcome in zip(run, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, TidingsError):
+                    raise outcome
+                break
+            landed.append(_accepted(tx, outcome))
+        for outcome in outcomes[len(landed) :]:  # decided again one at a time
+            if isinstance(outcome, BaseException) and not isinstance(outcome, TidingsError):
+                raise outcome
+        return landed
 
     async def _decide(
         self,
@@ -106,33 +162,30 @@ class Ledger:
             except _Raced:  # another push decided this seq first: it is a duplicate now
                 last = await self.last_seq(satellite_id)
 
+    def _prepared(self, satellite_id: str, tx: PushedTransaction, user: str) -> Transaction:
+        """The store transaction that lands ``tx`` with its accepted verdict (validated:
+        a bad event raises ``InvalidInput`` here, nothing sent)."""
+        extra: dict[str, Any] = {} if tx.audit is None else dict(tx.audit.extra)
+        extra.update({"satellite": satellite_id, "seq": tx.seq})
+        audit = Audit(user if tx.audit is None else tx.audit.user, extra)
+        shape = [[part.stream, len(part.events)] for part in tx.appends]
+        batch = self.store.transaction(audit)
+        for part in tx.appends:
+            batch.append(part.stream, part.events, expected_from_wire(part.expected_version))
+        record = {"seq": tx.seq, "verdict": "accepted", "appends": shape, "first": _first(tx)}
+        batch.append(verdict_stream(satellite_id), [NewEvent(VERDICT_TYPE, record)], _after(tx.seq))
+        return batch
+
     async def _apply(
         self, satellite_id: str, tx: PushedTransaction, may_append: MayAppend, user: str
     ) -> Verdict:
         """Land the transaction with its verdict, or store why it did not land."""
         seq = tx.seq
-        for part in tx.appends:
-            if category_of(part.stream) == VERDICT_CATEGORY:
-                reason = f"stream {part.stream!r}: the {VERDICT_CATEGORY} category is the server's"
-                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason), tx)
-            if not may_append(category_of(part.stream)):
-                reason = f"forbidden: may not append to category {category_of(part.stream)!r}"
-                return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason), tx)
-        if not tx.appends:
-            reason = "the transaction has no appends"
+        reason = _refusal(tx, may_append)
+        if reason is not None:
             return await self._record(satellite_id, Verdict(seq, "rejected", reason=reason), tx)
-        extra: dict[str, Any] = {} if tx.audit is None else dict(tx.audit.extra)
-        extra.update({"satellite": satellite_id, "seq": seq})
-        audit = Audit(user if tx.audit is None else tx.audit.user, extra)
-        shape = [[part.stream, len(part.events)] for part in tx.appends]
-        batch = self.store.transaction(audit)
         try:
-            for part in tx.appends:
-                batch.append(part.stream, part.events, expected_from_wire(part.expected_version))
-            stream = verdict_stream(satellite_id)
-            record = {"seq": seq, "verdict": "accepted", "appends": shape, "first": _first(tx)}
-            batch.append(stream, [NewEvent(VERDICT_TYPE, record)], _after(seq))
-            results = await batch.commit()
+            results = await self._prepared(satellite_id, tx, user).commit()
         except WrongExpectedVersion as exc:
             if exc.stream == verdict_stream(satellite_id):
                 raise _Raced from exc
@@ -143,9 +196,7 @@ class Ledger:
             return await self._record(satellite_id, conflict, tx)
         except (InvalidInput, DuplicateEventId) as exc:
             return await self._record(satellite_id, Verdict(seq, "rejected", reason=str(exc)), tx)
-        return Verdict(
-            seq, "accepted", results=results[:-1], position=results[-1].position, first=_first(tx)
-        )
+        return _accepted(tx, results)
 
     async def _record(
         self, satellite_id: str, verdict: Verdict, tx: PushedTransaction | None = None
@@ -231,7 +282,7 @@ class Ledger:
         cursor: int,
         limit: int,
         seq_after: int,
-    ) -> PullPage:
+    ) -> SyncPage:
         """The next events of ``categories`` after ``cursor``, a page that does not end
         inside a transaction that has an audit record, and the verdicts after ``seq_after``."""
         head = await self.store.head()
@@ -244,7 +295,7 @@ class Ledger:
             following = max(head, cursor, events[-1].position if events else 0)
         last = await self.last_seq(satellite_id)
         verdicts = await self.verdicts(satellite_id, seq_after) if seq_after < last else []
-        return PullPage(events, following, head, last, verdicts, self.store.identity)
+        return SyncPage(events, following, head, last, verdicts, self.store.identity)
 
     async def _finish_transaction(self, last: RecordedEvent, found: Filter) -> list[RecordedEvent]:
         """The events of ``last``'s transaction that come after it (none without audit)."""
@@ -264,6 +315,26 @@ class Ledger:
                 return tail
             after, size = page[-1].position, min(size * 10, 1000)
         return tail
+
+
+def _refusal(tx: PushedTransaction, may_append: MayAppend) -> str | None:
+    """Why ``tx`` may not land whatever the store's state (None: it may)."""
+    if not tx.appends:
+        return "the transaction has no appends"
+    for part in tx.appends:
+        category = category_of(part.stream)
+        if category == VERDICT_CATEGORY:
+            return f"stream {part.stream!r}: the {VERDICT_CATEGORY} category is the server's"
+        if not may_append(category):
+            return f"forbidden: may not append to category {category!r}"
+    return None
+
+
+def _accepted(tx: PushedTransaction, results: list[AppendResult]) -> Verdict:
+    """The verdict of ``tx`` landed with ``results`` (its verdict's result last)."""
+    return Verdict(
+        tx.seq, "accepted", results=results[:-1], position=results[-1].position, first=_first(tx)
+    )
 
 
 def _first(tx: PushedTransaction) -> str | None:

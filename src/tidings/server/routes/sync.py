@@ -15,7 +15,7 @@ from tidings.server.errors import ApiError
 from tidings.server.node import node_in
 from tidings.server.openapi import body_of, responses
 from tidings.wire import MAX_POSITION
-from tidings.wire_sync import SATELLITE_ID_PATTERN, PullPage, PushBody, PushResult
+from tidings.wire_sync import SATELLITE_ID_PATTERN, PushBody, PushResult, SyncPage
 
 router = APIRouter()
 
@@ -56,7 +56,7 @@ async def push(request: Request) -> Response:
 @router.get(
     "/sync/pull",
     summary="Pull a satellite's categories, with its verdicts",
-    responses=responses(PullPage, errors=(400, 403, 422, 503)),
+    responses=responses(SyncPage, errors=(400, 403, 422, 503)),
 )
 async def pull(
     request: Request,
