@@ -18,7 +18,7 @@ from tidings.events import RecordedEvent
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^/\x00-\x20\x7f]+$")]
 """A subscription name on the wire: 1 to 200 characters, no slash or white space."""
 Member = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Position = Annotated[int, msgspec.Meta(ge=0)]
+Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 Names = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]

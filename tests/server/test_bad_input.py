@@ -376,6 +376,28 @@ BAD_REQUESTS = [
         params={"stream_pattern": "("},
     ),
     bad("live category= empty", 400, "invalid_input", "/events/live", params={"category": ""}),
+    # -- positions past what any backend holds (SQLite raised OverflowError, a 500)
+    bad(
+        "an event stream's initial_position 2**63",
+        422,
+        "validation_error",
+        "/eventstreams",
+        json={"name": "big", "type": "websocket", "initial_position": 2**63},
+    ),
+    bad(
+        "a subscription's start 2**63",
+        422,
+        "validation_error",
+        "/subscriptions",
+        json={"name": "big", "start": 2**63},
+    ),
+    bad(
+        "a redelivery to_position 2**63",
+        422,
+        "validation_error",
+        "/eventstreams/none/redeliver",
+        json={"from_position": 1, "to_position": 2**63},
+    ),
     bad(
         "a stream's Last-Event-ID: abc",
         400,

@@ -30,7 +30,8 @@ Name = Annotated[
 either (names and ids share ``/eventstreams/{name_or_id}``)."""
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=365 * 86400)]
 Names = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
-Position = Annotated[int, msgspec.Meta(ge=0)]
+Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""A position: what every backend can hold (a signed 64-bit integer)."""
 _ANY_ADDRESS = AddressPolicy(
     allow=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 )

@@ -26,6 +26,7 @@ from tidings.server.errors import ApiError
 from tidings.server.node import Node, node_in
 from tidings.server.openapi import body_of, responses
 from tidings.server.routes.store import NodeDep
+from tidings.wire import MAX_POSITION
 
 router = APIRouter(tags=["eventstreams"])
 Limit = Annotated[int, Query(ge=1, le=1000, description="the most items")]
@@ -78,15 +79,15 @@ class RedeliverBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST .../redeliver``: the range to send again (both ends included); with
     ``parked``, the parked events in it, which are parked no more once they land."""
 
-    from_position: Annotated[int, msgspec.Meta(ge=1)]
-    to_position: Annotated[int, msgspec.Meta(ge=1)]
+    from_position: Annotated[int, msgspec.Meta(ge=1, le=MAX_POSITION)]
+    to_position: Annotated[int, msgspec.Meta(ge=1, le=MAX_POSITION)]
     parked: bool = False
 
 
 class ResetBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST .../reset``: the new checkpoint; without it, the initial position."""
 
-    position: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    position: Annotated[int, msgspec.Meta(ge=0, le=MAX_POSITION)] | None = None
 
 
 def _created(info: StreamInfo, secret: str | None) -> StreamCreated:
