@@ -14,6 +14,7 @@ its confirmed copy is there.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 import uuid
@@ -262,24 +263,27 @@ class LocalFile:
 
         def land(conn: sqlite3.Connection) -> list[int]:
             versions: dict[str, int] = {}
-            rows = []
+            values: list[Any] = []
             for e in page.events:
                 stream = e.stream
                 versions[stream] = e.version
-                rows.append(
-                    (
-                        e.position,
-                        e.id.bytes,
-                        stream,
-                        e.version,
-                        e.type,
-                        str(e.data, "utf-8"),
-                        str(e.metadata, "utf-8"),
-                        round(e.time.timestamp() * 1000),
-                        stream.partition("-")[0],
-                    )
+                values += (
+                    e.position,
+                    e.id.bytes,
+                    stream,
+                    e.version,
+                    e.type,
+                    str(e.data, "utf-8"),
+                    str(e.metadata, "utf-8"),
+                    round(e.time.timestamp() * 1000),
+                    stream.partition("-")[0],
                 )
-            conn.executemany(Q["insert_event"], rows)
+            # Many rows a statement: one step and one release of the GIL for them all; a
+            # step a row waits for the event loop's thread (decoding the next page) each time.
+            width = _INSERT_WIDTH * _ROWS_PER_INSERT
+            for start in range(0, len(values), width):
+                chunk = values[start : start + width]
+                conn.execute(_insert_events(len(chunk) // _INSERT_WIDTH), chunk)
             conn.executemany(Q["upsert_stream"], list(versions.items()))
             if page.events:
                 last = page.events[-1]
@@ -340,6 +344,17 @@ class LocalFile:
             await self._run(close)
             self._conn = None
         self._pool.shutdown(wait=True)
+
+
+_INSERT_WIDTH = 9  # the columns of insert_event
+_ROWS_PER_INSERT = 100
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_events(rows: int) -> str:
+    """``insert_event`` for ``rows`` rows in one statement."""
+    head, _, values = Q["insert_event"].partition("VALUES")
+    return f"{head}VALUES {', '.join([values.strip().rstrip(';')] * rows)}"
 
 
 def _same_transaction(verdict: Verdict, body: str) -> bool:
