@@ -75,6 +75,7 @@ EXTRAS = (
     "es_module.py",
     "backup.py",
     "ceilings.py",
+    "satellite.py",
 )  # run after the tables, each alone
 EXTRAS_TIMEOUT = 1800.0
 
