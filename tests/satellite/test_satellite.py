@@ -179,6 +179,24 @@ async def test_pending_transactions_survive_a_restart_and_keep_their_order(
     assert order == [0, 1, 2, 3, 4]  # I3
 
 
+async def test_a_state_view_runs_on_the_satellite_unchanged(remote: Remote, tmp_path: Path) -> None:
+    await remote.store.append("sale-1", [NewEvent("new", {"sku": "tea", "qty": 1})])
+    async with (
+        satellite(remote, tmp_path) as sat,
+        tidings.View(sat, "sales", category="sale") as view,
+    ):
+        status = await sat.sync(timeout=10)
+        assert await view.get(["1"], at_least=status.position) == {"1": {"sku": "tea", "qty": 1}}
+        result = await remote.store.append("sale-1", [NewEvent("mod", {"qty": 2})])
+        await sat.wait_for(result.position, timeout=10)
+        assert await view.get(["1"], at_least=result.position) == {"1": {"sku": "tea", "qty": 2}}
+    async with satellite(remote, tmp_path) as sat:  # the view's rows live in the file
+        rows = await sat.replica.read(
+            lambda c: c.execute("SELECT count(*) FROM tidings_views").fetchone()
+        )
+        assert rows[0] >= 1
+
+
 async def test_metrics_show_a_satellites_standing(remote: Remote, tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 

@@ -156,6 +156,11 @@ class Satellite(StoreFront):
         return self._replica
 
     @property
+    def home(self) -> StoreFront:
+        """The replica: features run on the satellite keep their tables in its file."""
+        return self.replica
+
+    @property
     def _sync(self) -> Syncer:
         if self._syncer is None:
             raise InvalidInput("the satellite is not open: use async with Satellite(...)")

@@ -294,6 +294,12 @@ class StoreFront(abc.ABC):
             raise InvalidInput(f"poll_interval must be a number of seconds > 0, not {value!r}")
         self._watch.poll_interval = float(value)
 
+    @property
+    def home(self) -> StoreFront:
+        """The store whose database keeps the tables of features run on this one
+        (checkpoints, view rows, pull consumers): itself; a satellite's is its replica."""
+        return self
+
     def committed_elsewhere(self, position: int) -> None:
         """Tell this store's readers that its log reaches ``position`` through a write it
         did not make itself (a satellite landing replicated events in its file)."""

@@ -103,6 +103,7 @@ class Checkpoints(Protocol):
 
 def open_checkpoints(store: StoreFront) -> Checkpoints:
     """Checkpoint storage on ``store``'s database; the caller closes it."""
+    store = store.home
     kind = type(store).__name__
     if kind == "PostgresStore":
         return PostgresCheckpoints(store)

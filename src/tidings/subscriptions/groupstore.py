@@ -68,11 +68,12 @@ class GroupStore(Protocol):
 
 def supports_groups(store: StoreFront) -> bool:
     """Whether ``store`` can hold consumer groups (its database can: SQLite, PostgreSQL)."""
-    return type(store).__name__ in ("PostgresStore", "SQLiteStore")
+    return type(store.home).__name__ in ("PostgresStore", "SQLiteStore")
 
 
 def open_groups(store: StoreFront) -> GroupStore:
     """Group storage on ``store``'s database; the caller closes it."""
+    store = store.home
     if type(store).__name__ == "PostgresStore":
         return PostgresGroups(store)
     if type(store).__name__ == "SQLiteStore":

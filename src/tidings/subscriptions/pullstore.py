@@ -79,6 +79,7 @@ class PullStore(Protocol):
 def open_pull(store: StoreFront) -> PullStore:
     """Pull consumer storage on ``store``'s database (nothing to close: it uses the
     store's connections)."""
+    store = store.home
     kind = type(store).__name__
     if kind == "PostgresStore":
         return PostgresPull(store)

@@ -54,6 +54,7 @@ class ViewStorage(Protocol):
 
 def open_storage(store: StoreFront) -> ViewStorage:
     """The view rows of ``store``'s database; the caller closes them."""
+    store = store.home
     if isinstance(store, SQLiteStore):
         return SQLiteViewRows(store)
     if isinstance(store, MemoryStore):
