@@ -15,6 +15,9 @@ from tidings import NO_STREAM, NewEvent
 from tidings.errors import ConfigurationError, Offline, WrongExpectedVersion
 from tidings.satellite import PENDING, Conflict, LocalAppend, Satellite
 
+# What happens on the satellite's side only: one server backend is enough.
+SERVER_SIDE_DOES_NOT_MATTER = pytest.mark.parametrize("server_store", ["sqlite"], indirect=True)
+
 
 def sold(n: int) -> NewEvent:
     return NewEvent("Sold", {"n": n})
@@ -105,6 +108,7 @@ async def test_offline_writes_are_pending_on_top_and_land_once_when_the_network_
         assert await remote.store.stream_version("sale-1") == 2
 
 
+@SERVER_SIDE_DOES_NOT_MATTER
 async def test_an_authority_refuses_an_offline_write_at_once_and_nothing_is_recorded(
     remote: Remote, tmp_path: Path
 ) -> None:
@@ -179,6 +183,7 @@ async def test_pending_transactions_survive_a_restart_and_keep_their_order(
     assert order == [0, 1, 2, 3, 4]  # I3
 
 
+@SERVER_SIDE_DOES_NOT_MATTER
 async def test_a_state_view_runs_on_the_satellite_unchanged(remote: Remote, tmp_path: Path) -> None:
     await remote.store.append("sale-1", [NewEvent("new", {"sku": "tea", "qty": 1})])
     async with (
@@ -197,6 +202,7 @@ async def test_a_state_view_runs_on_the_satellite_unchanged(remote: Remote, tmp_
         assert rows[0] >= 1
 
 
+@SERVER_SIDE_DOES_NOT_MATTER
 async def test_metrics_show_a_satellites_standing(remote: Remote, tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -223,6 +229,7 @@ async def test_metrics_show_a_satellites_standing(remote: Remote, tmp_path: Path
     assert 'tidings_satellite_last_sync_seconds{satellite="till"}' in text
 
 
+@SERVER_SIDE_DOES_NOT_MATTER
 async def test_a_file_is_one_satellites_and_one_set_of_categories(
     remote: Remote, tmp_path: Path
 ) -> None:
@@ -240,6 +247,7 @@ async def test_a_file_is_one_satellites_and_one_set_of_categories(
         Satellite("memory://", remote.url, ["sale"])
 
 
+@SERVER_SIDE_DOES_NOT_MATTER
 async def test_subscriptions_run_on_the_confirmed_log(remote: Remote, tmp_path: Path) -> None:
     seen: list[int] = []
     done = asyncio.Event()

@@ -220,7 +220,7 @@ def test_satellite_invariants_hold_through_faults(machine_server: int) -> None:
     SatelliteMachine.server_port = machine_server
     run = SatelliteMachine.TestCase
     run.settings = settings(
-        max_examples=25,
+        max_examples=15,
         stateful_step_count=20,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
