@@ -63,7 +63,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from report import cell, fixed_width, load_line, machine, med, versions
 
@@ -331,11 +331,7 @@ class Bench:
             return f"PostgreSQL unavailable at {self.args.pg_url}: {type(exc).__name__}: {exc}"
 
     def pg_url(self, database: str) -> str:
-        pg = self.postgres.settings
-        auth = quote(pg["user"], safe="")
-        if pg["password"]:
-            auth += ":" + quote(pg["password"], safe="")
-        return f"postgresql://{auth}@{pg['host']}:{pg['port']}/{quote(database, safe='')}"
+        return self.postgres.url(database)
 
     def pg_env(self) -> dict[str, str]:
         pg = self.postgres.settings

@@ -70,7 +70,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from report import cell, fixed_width, load_line, machine, med, versions
 
@@ -486,11 +485,7 @@ class Bench:
         self.errors: list[str] = []
 
     def pg_url(self, database: str) -> str:
-        pg = self.postgres.settings
-        auth = quote(pg["user"], safe="")
-        if pg["password"]:
-            auth += ":" + quote(pg["password"], safe="")
-        return f"postgresql://{auth}@{pg['host']}:{pg['port']}/{quote(database, safe='')}"
+        return self.postgres.url(database)
 
     @contextlib.contextmanager
     def fresh(self, backend: str) -> Iterator[dict[str, str]]:

@@ -65,7 +65,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from report import cell, fixed_width, load_line, machine, med, versions
 
@@ -140,10 +139,9 @@ def environment(request: dict[str, Any]) -> dict[str, str]:
     if backend == "sqlite":
         url = f"sqlite:///{target}"
     else:
-        auth = quote(pg["user"], safe="")
-        if pg["password"]:
-            auth += ":" + quote(pg["password"], safe="")
-        url = f"postgresql://{auth}@{pg['host']}:{pg['port']}/{quote(target, safe='')}"
+        from run import database_url
+
+        url = database_url(pg, target)
     return {"PERSISTENCE_MODULE": TIDINGS_MODULE, "TIDINGS_URL": url}
 
 

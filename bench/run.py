@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from report import Row, Series, render_table, versions, write_json
 from workloads import (
@@ -126,6 +126,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- scratch databases --------------------------------------------------------------------
 
 
+def database_url(pg: dict[str, str], database: str) -> str:
+    """A ``postgresql://`` URL for ``database`` with connection settings ``pg``."""
+    auth = quote(pg["user"], safe="")
+    if pg["password"]:
+        auth += ":" + quote(pg["password"], safe="")
+    return f"postgresql://{auth}@{pg['host']}:{pg['port']}/{quote(database, safe='')}"
+
+
 class Postgres:
     """The PostgreSQL server: connection settings and scratch database management."""
 
@@ -139,6 +147,10 @@ class Postgres:
         }
         self.admin_db = parts.path.lstrip("/") or "postgres"
         self._names = itertools.count(1)
+
+    def url(self, database: str) -> str:
+        """The URL of ``database`` on this server, for tidings."""
+        return database_url(self.settings, database)
 
     def _admin(self) -> Any:
         import psycopg

@@ -65,7 +65,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from report import fixed_width, load_line, machine, versions
 
@@ -348,11 +347,7 @@ class Bench:
         self.errors: list[str] = []
 
     def pg_url(self, database: str) -> str:
-        pg = self.postgres.settings
-        auth = quote(pg["user"], safe="")
-        if pg["password"]:
-            auth += ":" + quote(pg["password"], safe="")
-        return f"postgresql://{auth}@{pg['host']}:{pg['port']}/{quote(database, safe='')}"
+        return self.postgres.url(database)
 
     @contextlib.contextmanager
     def fresh(self, backend: str) -> Iterator[str]:
