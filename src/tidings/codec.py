@@ -65,13 +65,14 @@ def encode_json(value: Any, what: str = "data") -> str:
         raw = _encoder.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidEvent(f"event {what} is not JSON: {exc}") from exc
+    text = raw.decode()  # searching str is ~2x faster than searching bytes here
     # msgspec writes NaN and infinities as null; refuse rather than change the data.
-    if b"null" in raw and _has_non_finite(value):
+    if "null" in text and _has_non_finite(value):
         raise InvalidEvent(f"event {what} holds NaN or infinity, which JSON cannot represent")
     # PostgreSQL's jsonb cannot hold U+0000; refuse it everywhere, before it is batched.
-    if b"\\u0000" in raw and _has_nul(_decoder.decode(raw)):
+    if "\\u0000" in text and _has_nul(_decoder.decode(raw)):
         raise InvalidEvent(f"event {what} holds a NUL character (U+0000), which cannot be stored")
-    return raw.decode()
+    return text
 
 
 def _has_nul(value: Any) -> bool:
@@ -123,8 +124,8 @@ def check_name(value: object, what: str) -> str:
 _getrandbits = random.getrandbits
 _new = object.__new__
 _set = object.__setattr__
-_VERSION_MASK = ~(0xF << 76 | 0x3 << 62)
 _VERSION_7_VARIANT = 0x7 << 76 | 0x2 << 62
+_RAND_B_ROOM = (1 << 61) - 1  # the low 62 random bits, less one: room to count up
 
 
 def new_event_id() -> UUID:
@@ -133,13 +134,31 @@ def new_event_id() -> UUID:
     Ids need uniqueness, not secrecy: the random bits come from ``random``, which
     Python seeds from the OS at start and again in a forked child.
     """
+    return _uuid(id_run_start())
+
+
+def id_run_start() -> int:
+    """The integer of a fresh UUID version 7 that up to 2**61 more can follow by adding
+    1 (RFC 9562's monotonic random method 2): an append's made ids are one such run, in
+    the order of its events, for the price of one random draw."""
     ms = time.time_ns() // 1_000_000
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | _getrandbits(80)
-    value = (value & _VERSION_MASK) | _VERSION_7_VARIANT
+    rand = _getrandbits(73)
+    return (
+        (ms & 0xFFFF_FFFF_FFFF) << 80
+        | (rand >> 61) << 64  # rand_a: 12 bits
+        | _VERSION_7_VARIANT
+        | (rand & _RAND_B_ROOM)  # rand_b: 61 of its 62 bits, its top one left for the count
+    )
+
+
+def _uuid(value: int) -> UUID:
     uuid = _new(UUID)  # UUID(int=value) without re-checking what was just built
     _set(uuid, "int", value)
-    _set(uuid, "is_safe", SafeUUID.unknown)
+    _set(uuid, "is_safe", _UNKNOWN)
     return uuid
+
+
+_UNKNOWN = SafeUUID.unknown
 
 
 def _event_id(value: object) -> UUID:
@@ -153,8 +172,11 @@ def _event_id(value: object) -> UUID:
     raise InvalidEvent(f"event id must be a UUID, not {value!r}")
 
 
-def prepare_event(event: object, max_event_bytes: int, types: Types | None = None) -> PreparedEvent:
-    """Validate and encode one new event (named and versioned by ``types``, if given)."""
+def prepare_event(
+    event: object, max_event_bytes: int, types: Types | None = None, made_id: int | None = None
+) -> PreparedEvent:
+    """Validate and encode one new event (named and versioned by ``types``, if given);
+    ``made_id`` is the integer of the id to give it if it has none (else a fresh one)."""
     if not isinstance(event, NewEvent):
         raise InvalidEvent(f"expected a NewEvent, not {type(event).__name__}")
     if types is not None:
@@ -177,7 +199,8 @@ def prepare_event(event: object, max_event_bytes: int, types: Types | None = Non
             f"event of type {type_!r} is {size} bytes of JSON; the limit is {max_event_bytes}"
         )
     if event.id is None:
-        return PreparedEvent(new_event_id(), type_, data, metadata, False)
+        made = _uuid(id_run_start() if made_id is None else made_id)
+        return PreparedEvent(made, type_, data, metadata, False)
     return PreparedEvent(_event_id(event.id), type_, data, metadata, True)
 
 
@@ -198,7 +221,10 @@ def prepare_append(
         raise InvalidEvent("events must be a list of NewEvent")
     if not events:
         raise InvalidEvent(f"append to {name!r} has no events")
-    prepared = [prepare_event(e, max_event_bytes, types) for e in events]
+    first_id = id_run_start()
+    prepared = [
+        prepare_event(e, max_event_bytes, types, first_id + i) for i, e in enumerate(events)
+    ]
     ids_given = False
     for event in prepared:
         if event.id_given:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidings import InvalidEvent
-from tidings.codec import decode_json, encode_json, new_event_id
+from tidings import ANY, InvalidEvent, NewEvent
+from tidings.codec import decode_json, encode_json, new_event_id, prepare_append
 
 texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
 json_values = st.recursive(
@@ -34,6 +34,15 @@ def test_generated_ids_are_uuid7_and_time_ordered() -> None:
     assert len(set(ids)) == 1000
     stamps = [i.int >> 80 for i in ids]
     assert stamps == sorted(stamps)
+
+
+def test_the_ids_made_for_one_append_are_uuid7_distinct_and_in_event_order() -> None:
+    events = [NewEvent("Noted", {"n": n}) for n in range(5_000)]
+    ids = [e.id for e in prepare_append("notes-1", events, ANY, 1 << 20).events]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert ids == sorted(ids, key=lambda i: i.int) and len(set(ids)) == len(ids)
+    other = prepare_append("notes-1", events[:1], ANY, 1 << 20).events[0].id
+    assert other not in ids  # the next append draws a fresh run
 
 
 @given(json_values, st.sampled_from(["value", "key"]))

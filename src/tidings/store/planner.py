@@ -8,6 +8,7 @@ stored events whose ids the caller gave), then writes the rows the plan returns.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -126,6 +127,7 @@ def plan_batch(
     known = dict(stored)
     marks = dict(checkpoints or {})
     rows = plan.rows
+    add_row = rows.append
     for index, group in enumerate(groups):
         undo_versions: dict[str, int | None] = {}
         undo_ids: list[UUID] = []
@@ -146,23 +148,28 @@ def plan_batch(
                         continue
                 stream = append.stream
                 version = current.get(stream)
-                check_expected(append, version)
+                code = append.expected
+                if code != _ANY and not _expected_holds(code, version):
+                    raise WrongExpectedVersion(stream, expected_from_code(code), version)
                 if stream not in undo_versions:
                     undo_versions[stream] = version
                 version = -1 if version is None else version
+                first_version = version + 1
                 for event in append.events:
                     version += 1
                     position += 1
-                    rows.append(
-                        Row(
-                            position,
-                            event.id,
-                            stream,
-                            version,
-                            event.type,
-                            event.data,
-                            event.metadata,
-                            index,
+                    add_row(
+                        _row(
+                            (
+                                position,
+                                event.id,
+                                stream,
+                                version,
+                                event.type,
+                                event.data,
+                                event.metadata,
+                                index,
+                            )
                         )
                     )
                     if event.id_given:
@@ -171,9 +178,7 @@ def plan_batch(
                         )
                         undo_ids.append(event.id)
                 current[stream] = version
-                results.append(
-                    AppendResult(stream, version - len(append.events) + 1, version, position)
-                )
+                results.append(AppendResult(stream, first_version, version, position))
         except TidingsError as exc:
             del rows[first_row:]
             for stream, before in undo_versions.items():
@@ -195,19 +200,26 @@ def plan_batch(
     return plan
 
 
+_ANY = ANY.value  # the codes as plain ints: an enum's .value is a property, ~0.1 µs a read
+_NO_STREAM = NO_STREAM.value
+_STREAM_EXISTS = STREAM_EXISTS.value
+_row = functools.partial(tuple.__new__, Row)  # Row(*fields) without NamedTuple's __new__
+
+
+def _expected_holds(code: int, current: int | None) -> bool:
+    if code == _ANY:
+        return True
+    if code == _NO_STREAM:
+        return current is None
+    if code == _STREAM_EXISTS:
+        return current is not None
+    return current == code
+
+
 def check_expected(append: PreparedAppend, current: int | None) -> None:
     """Raise ``WrongExpectedVersion`` unless a stream at ``current`` is what ``append`` expects."""
-    code = append.expected
-    if code == ANY.value:
-        return
-    if code == NO_STREAM.value:
-        ok = current is None
-    elif code == STREAM_EXISTS.value:
-        ok = current is not None
-    else:
-        ok = current == code
-    if not ok:
-        raise WrongExpectedVersion(append.stream, expected_from_code(code), current)
+    if not _expected_holds(append.expected, current):
+        raise WrongExpectedVersion(append.stream, expected_from_code(append.expected), current)
 
 
 def _replay(

@@ -242,7 +242,7 @@ class PostgresStore(StoreFront):
                     log.exception("append batch failed")
                 error = self._unavailable(exc)
                 outcomes = [error] * len(batch)
-            settle(batch, outcomes)
+            settle(batch, outcomes, self._watch.committed)
 
     async def _write_batch(self, groups: list[Group]) -> list[list[AppendResult] | TidingsError]:
         """Plan on known stream versions, then write if no stream moved meanwhile.

@@ -31,7 +31,7 @@ from tidings.store.base import (
     DEFAULT_PAGE_SIZE,
     StoreFront,
 )
-from tidings.store.batching import Outcome, Pending, settle
+from tidings.store.batching import Outcome, Pending, Slots, settle
 from tidings.store.planner import (
     Group,
     Plan,
@@ -96,7 +96,7 @@ class SQLiteStore(StoreFront):
             queue.SimpleQueue()
         )
         self._handoff: list[Pending] = []
-        self._slots = asyncio.Semaphore(10_000)  # bound on appends waiting for the writer
+        self._slots = Slots(10_000)  # bound on appends waiting for the writer
         self._writer: threading.Thread | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._reader_conn: sqlite3.Connection | None = None
@@ -262,12 +262,15 @@ class SQLiteStore(StoreFront):
                 "cannot append inside a subscription's SQLite transaction: it holds the"
                 " store's write lock until the handler returns"
             )
-        async with self._slots:
+        await self._slots.take()
+        try:
             pending = Pending(group, self._loop)
             if not self._handoff:
                 self._loop.call_soon(self._hand_over)
             self._handoff.append(pending)
             return await pending.future
+        finally:
+            self._slots.give()
 
     def _hand_over(self) -> None:
         """Pass the appends made during one turn of the event loop to the writer at once.
@@ -307,7 +310,7 @@ class SQLiteStore(StoreFront):
                 size += sum(p.size for p in more)
             outcomes = self._write_batch(batch)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                self._loop.call_soon_threadsafe(settle, batch, outcomes)
+                self._loop.call_soon_threadsafe(settle, batch, outcomes, self._watch.committed)
             if side is not None:
                 run_side(self._writer_conn, side, self._loop, self.url, self._lock_wait)  # type: ignore[arg-type]
                 side = None
@@ -319,9 +322,10 @@ class SQLiteStore(StoreFront):
         try:
             begin_immediate(conn, self._lock_wait)
             try:
-                plan = self._plan(conn, groups)
+                head, last_ms = conn.execute(Q["head"]).fetchone()
+                plan = self._plan(conn, groups, head)
                 if plan.writes:
-                    self._write_plan(conn, groups, plan)
+                    self._write_plan(conn, groups, plan, last_ms)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -334,8 +338,7 @@ class SQLiteStore(StoreFront):
             return [TidingsError(f"append failed: {exc!r}")] * len(batch)
         return list(plan.outcomes)
 
-    def _plan(self, conn: sqlite3.Connection, groups: list[Group]) -> Plan:
-        head, _ = conn.execute(Q["head"]).fetchone()
+    def _plan(self, conn: sqlite3.Connection, groups: list[Group], head: int) -> Plan:
         versions: dict[str, int] = {}
         names = sorted(streams_of(groups))
         for chunk in _chunks(names):
@@ -357,8 +360,9 @@ class SQLiteStore(StoreFront):
         }
         return plan_batch(groups, versions, stored, head, marks)
 
-    def _write_plan(self, conn: sqlite3.Connection, groups: list[Group], plan: Plan) -> None:
-        _, last_ms = conn.execute(Q["head"]).fetchone()
+    def _write_plan(
+        self, conn: sqlite3.Connection, groups: list[Group], plan: Plan, last_ms: int
+    ) -> None:
         now_ms = max(time.time_ns() // 1_000_000, last_ms)
         audit_ids: dict[int, int] = {}
         for index in plan.landed_groups:
@@ -375,22 +379,25 @@ class SQLiteStore(StoreFront):
                 )
                 assert cursor.lastrowid is not None
                 audit_ids[index] = cursor.lastrowid
-        params = [
-            value
-            for r in plan.rows
-            for value in (
-                r.position,
-                r.id.bytes,
-                r.stream,
-                r.version,
-                r.type,
-                r.data,
-                r.metadata,
-                now_ms,
-                category_of(r.stream),
-                audit_ids.get(r.group),
+        audit_of = audit_ids.get
+        categories = {name: category_of(name) for name in plan.versions}
+        params: list[Any] = []
+        add = params.extend
+        for r in plan.rows:
+            add(
+                (
+                    r.position,
+                    r.id.bytes,
+                    r.stream,
+                    r.version,
+                    r.type,
+                    r.data,
+                    r.metadata,
+                    now_ms,
+                    categories[r.stream],
+                    audit_of(r.group),
+                )
             )
-        ]
         # Many rows per statement: one step, one release of the GIL, instead of one per
         # row (which, with a busy event loop, waits up to a switch interval each time).
         for start in range(0, len(plan.rows), _ROWS_PER_INSERT):
@@ -402,7 +409,10 @@ class SQLiteStore(StoreFront):
             )
         if not plan.rows:
             return
-        conn.executemany(Q["upsert_stream"], list(plan.versions.items()))
+        versions = [value for item in plan.versions.items() for value in item]
+        for start in range(0, len(versions), 2 * _ROWS_PER_INSERT):
+            chunk = versions[start : start + 2 * _ROWS_PER_INSERT]
+            conn.execute(_upsert_streams(len(chunk) // 2), chunk)
         conn.execute(Q["set_head"], (plan.head, now_ms))
 
     # -- reading ----------------------------------------------------------------------
@@ -506,6 +516,15 @@ def _insert_events(rows: int) -> str:
     head, _, values = Q["insert_event"].partition("VALUES")
     row = values.strip().rstrip(";")
     return f"{head}VALUES {', '.join([row] * rows)}"
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _upsert_streams(rows: int) -> str:
+    """The streams' version upsert for ``rows`` streams in one statement."""
+    head, _, rest = Q["upsert_stream"].partition("VALUES")
+    row, _, conflict = rest.partition("ON CONFLICT")
+    values = ", ".join([row.strip()] * rows)
+    return f"{head}VALUES {values} ON CONFLICT{conflict.rstrip().rstrip(';')}"
 
 
 def _marks(values: Any) -> str:

@@ -57,7 +57,7 @@ class HeadWatch:
         self.published = 0
         self.publish_failures = 0
         self._read_head = read_head
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None  # made by the first waiter
         self._feed: HeadFeed | None = None
         self._to_publish = 0
         self._publisher: asyncio.Task[None] | None = None
@@ -101,6 +101,8 @@ class HeadWatch:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while self.known <= position:
+            if self._changed is None:
+                self._changed = asyncio.Event()
             changed, hints = self._changed, self._hints
             wait = self.poll_interval
             if deadline is not None:
@@ -145,8 +147,9 @@ class HeadWatch:
             self._wake()
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        changed, self._changed = self._changed, None
+        if changed is not None:  # nobody waits: nothing to set (most commits)
+            changed.set()
 
     async def _publish(self, feed: HeadFeed) -> None:
         published = 0
