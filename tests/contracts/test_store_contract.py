@@ -331,6 +331,27 @@ async def test_transaction_is_atomic_across_streams_with_an_audit_record(
     assert await store.audit(999) is None
 
 
+async def test_audited_and_plain_appends_committed_together_keep_their_own_audit(
+    store: tidings.EventStore,
+) -> None:
+    async def audited(n: int) -> None:
+        async with store.transaction(audit=Audit(user=f"user-{n}")) as tx:
+            tx.append(f"paid-{n}", [ev("Paid"), ev("Paid")])
+
+    # Started in one turn of the loop, they share a group commit where the backend has one.
+    await asyncio.gather(
+        *(store.append(f"plain-{n}", [ev(), ev()]) for n in range(5)),
+        *(audited(n) for n in range(3)),
+        *(store.append(f"plain-{n}", [ev()]) for n in range(5, 8)),
+    )
+    for event in await all_events(store):
+        audit = await store.audit(event)
+        if event.stream.startswith("plain-"):
+            assert audit is None, event
+        else:
+            assert audit is not None and audit.user == "user-" + event.stream.split("-")[1]
+
+
 async def test_transaction_with_one_conflict_writes_nothing(store: tidings.EventStore) -> None:
     await store.append("order-42", [ev()])
     with pytest.raises(tidings.WrongExpectedVersion) as info:

@@ -351,7 +351,10 @@ class PostgresStore(StoreFront):
             [r.type for r in rows],
             [r.data for r in rows],
             [r.metadata for r in rows],
-            [r.group for r in rows],
+            # Only audited batches need each event's group: unnest pads a shorter array
+            # with nulls, which join no audit record (the driver encodes each element
+            # of an array apart, ~0.3 µs an event).
+            [r.group for r in rows] if audited else [],
             audited,
             [a.user for a in audits if a is not None],
             [encode_json(a.extra, "audit extra") for a in audits if a is not None],
