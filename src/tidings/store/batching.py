@@ -40,6 +40,13 @@ class Slots:
         self.taken = 0
         self._freed: asyncio.Event | None = None
 
+    def take_now(self) -> bool:
+        """Take a slot if one is free (no coroutine made: the common case)."""
+        if self.taken < self.limit:
+            self.taken += 1
+            return True
+        return False
+
     async def take(self) -> None:
         """Take a slot, waiting while all are taken."""
         while self.taken >= self.limit:

@@ -262,7 +262,8 @@ class SQLiteStore(StoreFront):
                 "cannot append inside a subscription's SQLite transaction: it holds the"
                 " store's write lock until the handler returns"
             )
-        await self._slots.take()
+        if not self._slots.take_now():
+            await self._slots.take()
         try:
             pending = Pending(group, self._loop)
             if not self._handoff:
