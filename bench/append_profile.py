@@ -18,7 +18,7 @@ one writer of 100-event appends) on a fresh store, with tidings' phases wrapped 
     (head, stream versions), reported apart as ``plan reads``.
 ``write`` / ``round trip``
     SQLite: ``_write_plan`` (parameters built, the multi-row ``INSERT``s, the upserts and
-    the head update). PostgreSQL: the ``apply_batch`` call (``Connection.fetchval``: the
+    the head update). PostgreSQL: the ``write_batch`` call (``Connection.fetchval``: the
     client encoding the arrays, the server running the function, the commit's WAL
     flush), and the server's own time in the function (``pg_stat_user_functions``, with
     ``track_functions = pl`` on the scratch database).
@@ -137,7 +137,7 @@ async def run(
                 probe = probes.wrap_async("round trip", fetchval)
 
                 async def counted(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-                    if "apply_batch" in query:
+                    if "write_batch" in query:
                         return await probe(self, query, *args, **kw)
                     return await fetchval(self, query, *args, **kw)
 
@@ -174,7 +174,7 @@ async def run(
 
 
 async def pg_function_time(admin_url: str, database: str) -> float | None:
-    """Seconds the server spent in apply_batch (pg_stat_user_functions), after the
+    """Seconds the server spent in write_batch (pg_stat_user_functions), after the
     store's backends have exited and flushed their statistics."""
     import asyncpg
 
@@ -182,7 +182,7 @@ async def pg_function_time(admin_url: str, database: str) -> float | None:
     conn = await asyncpg.connect(admin_url.rsplit("/", 1)[0] + f"/{database}")
     try:
         value = await conn.fetchval(
-            "SELECT total_time FROM pg_stat_user_functions WHERE funcname = 'apply_batch'"
+            "SELECT total_time FROM pg_stat_user_functions WHERE funcname = 'write_batch'"
         )
     finally:
         await conn.close()
@@ -217,8 +217,8 @@ def report(backend: str, workload: str, result: dict[str, Any], server: float | 
             ("prepare (validate, encode)", per.get("prepare", 0)),
             ("plan (plan_batch)", per.get("plan", 0)),
             ("_apply args (Python lists)", per.get("apply", 0) - trip),
-            ("apply_batch round trip", trip),
-            ("  of it: server in apply_batch", server_us or 0),
+            ("write_batch round trip", trip),
+            ("  of it: server in write_batch", server_us or 0),
             ("  of it: the rest (encode, commit flush, wire)", trip - (server_us or 0)),
             ("writer batch (acquire, plan, apply)", per["writer batch"]),
         ]

@@ -36,7 +36,7 @@ process of its own (this script with ``--child``), taking turns run by run:
     800, 100).
 ``asyncpg_free`` / ``asyncpg_head`` / ``asyncpg_head2`` (PostgreSQL)
     asyncpg connections on tidings' schema, each committing one prepared statement per
-    transaction, as tidings' one ``apply_batch`` call: the events through ``unnest``
+    transaction, as tidings' one ``write_batch`` call: the events through ``unnest``
     and the streams' upserts. A connection stands for every n-th writer, and a commit
     holds the next append of each of them. ``asyncpg_free``: 8 connections (1 for the
     lone writer), positions assigned before the clock, so the connections insert in

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -44,18 +45,17 @@ async def _held_open_append(
         )
         first = 0 if current is None else current + 1
         head = await conn.fetchval(
-            queries["apply_batch"],
+            queries["write_batch"],
             [stream],
             [current],
             [first + count - 1],
-            list(range(1, count + 1)),
             ids,
             [stream] * count,
             list(range(first, first + count)),
             ["Held"] * count,
-            ['{"held": true}'] * count,
-            ["{}"] * count,
-            [1] * count,
+            json.dumps([{"held": True}] * count),
+            json.dumps([{}] * count),
+            [],
             [],
             [],
             [],
@@ -387,8 +387,29 @@ async def test_migration_5_keeps_events_written_as_jsonb(
     first_four = [m for m in migrations("postgres", schema) if m.version <= 4]
     monkeypatch.setattr(pg_module, "migrations", lambda dialect, s: first_four)
     data = [{"b": 1, "a": [1.5, None, "é"], "nested": {"z": True}}, [1, 2], "text", 7, None]
-    async with await tidings.connect(pg_url) as store:
-        await store.append("old-1", [tidings.NewEvent("E", d, {"k": "v"}) for d in data])
+    async with await tidings.connect(pg_url):
+        pass
+    # Written as the tidings of migration 4 wrote: through its apply_batch.
+    count = len(data)
+    head = await admin.fetchval(
+        load_queries("postgres", schema)["apply_batch"],
+        ["old-1"],
+        [None],
+        [count - 1],
+        list(range(1, count + 1)),
+        [uuid.uuid4() for _ in data],
+        ["old-1"] * count,
+        list(range(count)),
+        ["E"] * count,
+        [json.dumps(d) for d in data],
+        ['{"k": "v"}'] * count,
+        [1] * count,
+        [],
+        [],
+        [],
+        [],
+    )
+    assert head == 0
     kinds = "SELECT data_type FROM information_schema.columns WHERE table_schema = $1"
     kinds += " AND table_name = 'events' AND column_name = 'data'"
     assert await admin.fetchval(kinds, schema) == "jsonb"

@@ -340,20 +340,20 @@ class PostgresStore(StoreFront):
         audits = [groups[i].audit for i in audited]
         rows = plan.rows
         head: int = await conn.fetchval(
-            self._q["apply_batch"],
+            self._q["write_batch"],
             list(plan.assumed),
             list(plan.assumed.values()),
             [plan.versions[name] for name in plan.assumed],
-            [r.position - RELATIVE_HEAD for r in rows],
             [r.id for r in rows],
             [r.stream for r in rows],
             [r.version for r in rows],
             [r.type for r in rows],
-            [r.data for r in rows],
-            [r.metadata for r in rows],
-            # Only audited batches need each event's group: unnest pads a shorter array
-            # with nulls, which join no audit record (the driver encodes each element
-            # of an array apart, ~0.3 µs an event).
+            # One JSON array text each: the driver would check and encode every element
+            # of an array apart (~0.9 µs an event for data, ~0.4 for metadata).
+            "[" + ",".join([r.data for r in rows]) + "]",
+            "[" + ",".join([r.metadata for r in rows]) + "]",
+            # Only audited batches need each event's group: the shorter array is padded
+            # with nulls, which join no audit record.
             [r.group for r in rows] if audited else [],
             audited,
             [a.user for a in audits if a is not None],

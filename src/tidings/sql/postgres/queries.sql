@@ -22,6 +22,9 @@ INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2);
 -- name: apply_batch
 SELECT {schema}.apply_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
 
+-- name: write_batch
+SELECT {schema}.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14);
+
 -- name: lock_head
 SELECT position FROM {schema}.head WHERE id = 1 FOR UPDATE;
 
