@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 import tidings
-from tests.served import Spares
+from tests.served import Served, Spares
 
 POSTGRES_URL = os.environ.get(
     "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -147,9 +147,18 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A store URL for the backend the test is parametrized with."""
+    """A store URL for the backend the test is parametrized with.
+
+    A test that takes ``refusing_store`` (it only checks that a store refuses something
+    and writes nothing) gets, on PostgreSQL and on the remote backends, a store shared
+    by every such test of its module instead of a fresh one: it holds what a fresh one
+    would while each of them writes nothing, and one that wrongly writes fails on its
+    own check that nothing was written. Starting a server per test was most of the
+    remote tests' time, and a fresh schema most of the PostgreSQL ones'."""
     backend = request.param
-    if backend == "memory":
+    if backend != "memory" and backend != "sqlite" and "refusing_store" in request.fixturenames:
+        yield request.getfixturevalue("shared_stores").url(backend, request.module.__name__)
+    elif backend == "memory":
         yield "memory://"
     elif backend == "sqlite":
         yield request.getfixturevalue("sqlite_url")
@@ -182,6 +191,50 @@ def spare_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spares]:
     spares.close()
 
 
+class SharedStores:
+    """One store per test module and backend (PostgreSQL, and a server on each remote
+    backend) for the tests that take ``refusing_store``; made at first use, removed at
+    the session's end."""
+
+    def __init__(self, spares: Spares) -> None:
+        self._spares = spares
+        self._urls: dict[tuple[str, str], str] = {}
+        self._servers: list[Served] = []
+
+    def url(self, backend: str, module: str) -> str:
+        if (backend, module) not in self._urls:
+            if backend != "http-sqlite":
+                require_postgres()
+            if backend == "postgres":
+                url = with_option(POSTGRES_URL, "schema", "t_" + uuid.uuid4().hex[:16])
+            else:
+                server = self._spares.take(backend)
+                self._servers.append(server)
+                url = server.url
+            self._urls[backend, module] = url
+        return self._urls[backend, module]
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.stop()
+        for server in self._servers:
+            if server.store.startswith("postgresql:"):
+                schema = dict(parse_qsl(urlsplit(server.store).query))["schema"]
+                asyncio.run(pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        for (backend, _), url in self._urls.items():
+            if backend == "postgres":
+                schema = dict(parse_qsl(urlsplit(url).query))["schema"]
+                asyncio.run(pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture(scope="session")
+def shared_stores(spare_servers: Spares) -> Iterator[SharedStores]:
+    """The stores ``refusing_store`` tests share (see ``store_url``)."""
+    shared = SharedStores(spare_servers)
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[tidings.EventStore]:
     """An open store on the parametrized backend."""
@@ -190,6 +243,14 @@ async def store(store_url: str) -> AsyncIterator[tidings.EventStore]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def refusing_store(store: tidings.EventStore) -> tidings.EventStore:
+    """The open store of a test that only checks refusals, which write nothing: on
+    PostgreSQL and the remote backends one shared by all such tests (see ``store_url``).
+    Such a test ends by checking that nothing was written."""
+    return store
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -101,8 +101,9 @@ async def test_racing_handlers_of_the_same_input_write_its_output_once(
 
 
 async def test_checkpoints_refuse_bad_names_and_positions_at_once(
-    store: tidings.EventStore,
+    refusing_store: tidings.EventStore,
 ) -> None:
+    store = refusing_store
     for name in ["", "x" * 256, "a\x00b", 7]:
         with pytest.raises(tidings.InvalidInput):
             store.transaction().move_checkpoint(name, 1)  # type: ignore[arg-type]
@@ -116,6 +117,7 @@ async def test_checkpoints_refuse_bad_names_and_positions_at_once(
     with pytest.raises(tidings.InvalidInput):
         tx.move_checkpoint("b", 1)
     assert await store.checkpoint("a") is None
+    assert await store.head() == 0
 
 
 @pytest.mark.durable

@@ -36,9 +36,13 @@ async def test_wait_for_returns_at_once_for_a_committed_position(
     assert await store.wait_for(0) >= 2
 
 
-async def test_wait_for_times_out_with_timeout_error(store: tidings.EventStore) -> None:
+async def test_wait_for_times_out_with_timeout_error(
+    refusing_store: tidings.EventStore,
+) -> None:
+    store = refusing_store
     with pytest.raises(TimeoutError):
         await store.wait_for(1, timeout=0.1)
+    assert await store.head() == 0
 
 
 async def test_wait_for_wakes_on_a_commit(store: tidings.EventStore) -> None:
@@ -49,9 +53,11 @@ async def test_wait_for_wakes_on_a_commit(store: tidings.EventStore) -> None:
     assert await waiter >= 3
 
 
-async def test_wait_for_refuses_a_bad_position(store: tidings.EventStore) -> None:
+async def test_wait_for_refuses_a_bad_position(refusing_store: tidings.EventStore) -> None:
+    store = refusing_store
     with pytest.raises(tidings.InvalidInput):
         await store.wait_for(-1)
+    assert await store.head() == 0
 
 
 async def test_follow_yields_the_past_then_new_events_in_order(store: tidings.EventStore) -> None:

@@ -447,7 +447,10 @@ async def test_concurrent_retries_of_one_append_write_it_once(store: tidings.Eve
     ["", "x" * 256, 42, None, "bad\nname"],
     ids=["empty", "long", "int", "none", "control"],
 )
-async def test_bad_stream_names_are_refused(store: tidings.EventStore, stream: object) -> None:
+async def test_bad_stream_names_are_refused(
+    refusing_store: tidings.EventStore, stream: object
+) -> None:
+    store = refusing_store
     with pytest.raises(tidings.InvalidEvent):
         await store.append(stream, [ev()])  # type: ignore[arg-type]
     assert await store.head() == 0
@@ -485,29 +488,39 @@ async def test_bad_stream_names_are_refused(store: tidings.EventStore, stream: o
     ],
 )
 async def test_bad_events_are_refused_and_nothing_is_written(
-    store: tidings.EventStore, event: object
+    refusing_store: tidings.EventStore, event: object
 ) -> None:
+    store = refusing_store
     with pytest.raises(tidings.InvalidEvent):
         await store.append("s-1", [ev(), event])  # type: ignore[list-item]
     assert await store.head() == 0
 
 
 @pytest.mark.parametrize("events", [[], (), ev()], ids=["list", "tuple", "bare-event"])
-async def test_empty_or_bare_batches_are_refused(store: tidings.EventStore, events: object) -> None:
+async def test_empty_or_bare_batches_are_refused(
+    refusing_store: tidings.EventStore, events: object
+) -> None:
+    store = refusing_store
     with pytest.raises(tidings.InvalidEvent):
         await store.append("s-1", events)  # type: ignore[arg-type]
+    assert await store.head() == 0
 
 
-async def test_the_same_id_twice_in_one_append_is_refused(store: tidings.EventStore) -> None:
+async def test_the_same_id_twice_in_one_append_is_refused(
+    refusing_store: tidings.EventStore,
+) -> None:
+    store = refusing_store
     event_id = uuid.uuid4()
     with pytest.raises(tidings.InvalidEvent):
         await store.append("s-1", [ev(id=event_id), ev(id=event_id)])
+    assert await store.head() == 0
 
 
 @pytest.mark.parametrize("expected", ["1", 1.0, True, -1, -5, None, [0]])
 async def test_expected_versions_of_the_wrong_kind_are_refused(
-    store: tidings.EventStore, expected: object
+    refusing_store: tidings.EventStore, expected: object
 ) -> None:
+    store = refusing_store
     with pytest.raises(tidings.InvalidExpectedVersion):
         await store.append("s-1", [ev()], expected_version=expected)  # type: ignore[arg-type]
     assert await store.head() == 0
@@ -515,10 +528,12 @@ async def test_expected_versions_of_the_wrong_kind_are_refused(
 
 @pytest.mark.parametrize("kw", [{"limit": -1}, {"from_position": -1}, {"limit": "3"}])
 async def test_bad_read_arguments_are_refused(
-    store: tidings.EventStore, kw: dict[str, object]
+    refusing_store: tidings.EventStore, kw: dict[str, object]
 ) -> None:
+    store = refusing_store
     with pytest.raises(tidings.InvalidInput):
         await all_events(store, **kw)
+    assert await store.head() == 0
 
 
 async def test_events_over_the_size_limit_are_refused(store_url: str) -> None:
@@ -593,7 +608,10 @@ async def test_a_bad_event_never_fails_its_neighbours(store: tidings.EventStore)
 @pytest.mark.parametrize(
     "audit", [Audit("nul\x00user"), Audit("u", {"x": float("nan")}), Audit("u", {"k": "\x00"})]
 )
-async def test_bad_audit_records_are_refused(store: tidings.EventStore, audit: Audit) -> None:
+async def test_bad_audit_records_are_refused(
+    refusing_store: tidings.EventStore, audit: Audit
+) -> None:
+    store = refusing_store
     with pytest.raises(tidings.InvalidEvent):
         async with store.transaction(audit=audit) as tx:
             tx.append("s-1", [ev()])

@@ -21,13 +21,13 @@ from tidings import BackupError, NewEvent
 pytestmark = pytest.mark.slow
 
 CHILD = Path(__file__).with_name("backup_child.py")
-EVENTS = 200_000
+EVENTS = 50_000  # ten pages of PAGE_ROWS: the kill at the first report is midway
 rates: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """A SQLite store of 200,000 events and a backup of it."""
+    """A SQLite store of 50,000 events and a backup of it."""
     where = tmp_path_factory.mktemp("big")
     url = f"sqlite:///{where / 'big.db'}?synchronous=normal"
 

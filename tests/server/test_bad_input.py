@@ -415,7 +415,8 @@ async def written(store: tidings.EventStore) -> tuple[int, list[tidings.StreamIn
 
 @pytest.fixture
 async def seeded(store: tidings.EventStore) -> tuple[int, list[tidings.StreamInfo]]:
-    """One event in order-1: what the store holds before the test."""
+    """One event in order-1: what the store holds before the test. (On a store that
+    ``refusing_store`` shares, the same append again replays the first: still one.)"""
     await store.append("order-1", [tidings.NewEvent("Placed", {"n": 1}, id=uuid.UUID(SAME_ID))])
     return await written(store)
 
@@ -423,7 +424,7 @@ async def seeded(store: tidings.EventStore) -> tuple[int, list[tidings.StreamInf
 @pytest.mark.parametrize(("method", "path", "request_", "status", "code"), BAD_REQUESTS)
 async def test_a_bad_request_gets_its_status_and_code_and_writes_nothing(
     client: httpx.AsyncClient,
-    store: tidings.EventStore,
+    refusing_store: tidings.EventStore,
     seeded: tuple[int, list[tidings.StreamInfo]],
     method: str,
     path: str,
@@ -437,7 +438,7 @@ async def test_a_bad_request_gets_its_status_and_code_and_writes_nothing(
     body = error_of(answer, status, code)
     if status == 413:
         assert body["limit"] == LIMIT
-    assert await written(store) == seeded
+    assert await written(refusing_store) == seeded
 
 
 async def _chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
