@@ -40,6 +40,7 @@ from tidings.events import (
 from tidings.store.features import feature
 from tidings.store.planner import Group
 from tidings.store.rooms import MemoryRoom, Room
+from tidings.store.tail import LogTail
 from tidings.store.wake import HeadFeed, HeadWatch
 from tidings.types import Types
 
@@ -251,6 +252,8 @@ class StoreFront(abc.ABC):
         on a remote store until the server first answers). Positions belong to it: a
         reader resuming from a position checks it names the same store."""
         self._watch = HeadWatch(self.head)
+        self._tail: LogTail | None = None
+        self._live_readers = 0
         self.append_observers: list[Callable[[int], None]] = []
         """Called with the number of events of every append that lands (metrics)."""
 
@@ -492,42 +495,66 @@ class StoreFront(abc.ABC):
         # With a stream pattern, pages hold rows the pattern may drop: count what is yielded.
         page_limit = None if pattern is not None else remaining
 
+        tail = self._live_tail() if follow and not raw else None
+
         async def fetch(after: int, size: int) -> list[RecordedEvent]:
-            page = await self._log_page(after, db_filter, size, raw)
+            page = None
+            if tail is not None and self._live_readers > 1:  # one reader gains nothing
+                page = await tail.page(after, db_filter, size)
+            if page is None:
+                page = await self._log_page(after, db_filter, size, raw)
             return page if types is None else types.read(page)
 
-        retry = _RETRY_FIRST
-        while remaining is None or remaining > 0:
-            floor = self._watch.known  # committed before this read began: it will see them all
-            try:
-                async for page in pages(fetch, position, next_position, size, page_limit):
-                    if not page:
-                        continue
-                    position = page[-1].position
-                    if page_limit is not None:
-                        page_limit -= len(page)
-                    if pattern is not None:
-                        page = [e for e in page if pattern.matches_stream(e.stream)]
+        if tail is not None:
+            self._live_readers += 1
+        try:
+            retry = _RETRY_FIRST
+            while remaining is None or remaining > 0:
+                floor = self._watch.known  # committed before this read began: it will see them all
+                try:
+                    async for page in pages(fetch, position, next_position, size, page_limit):
                         if not page:
                             continue
-                    if remaining is not None:
-                        page = page[:remaining]
-                        remaining -= len(page)
-                    yield page
-                    if remaining == 0:
+                        position = page[-1].position
+                        if page_limit is not None:
+                            page_limit -= len(page)
+                        if pattern is not None:
+                            page = [e for e in page if pattern.matches_stream(e.stream)]
+                            if not page:
+                                continue
+                        if remaining is not None:
+                            page = page[:remaining]
+                            remaining -= len(page)
+                        yield page
+                        if remaining == 0:
+                            return
+                    if not follow:
                         return
-                if not follow:
-                    return
-                position = max(position, floor)
-                await self._watch.wait_beyond(position)
-                retry = _RETRY_FIRST
-            except StoreUnavailable as exc:
-                if not follow:
-                    raise
-                self._check_open()
-                log.warning("live read_all lost the store (%s); retrying in %.2f s", exc, retry)
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, _RETRY_MAX)
+                    position = max(position, floor)
+                    await self._watch.wait_beyond(position)
+                    retry = _RETRY_FIRST
+                except StoreUnavailable as exc:
+                    if not follow:
+                        raise
+                    self._check_open()
+                    log.warning("live read_all lost the store (%s); retrying in %.2f s", exc, retry)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, _RETRY_MAX)
+        finally:
+            if tail is not None:
+                self._live_readers -= 1
+                if self._live_readers <= 1:
+                    tail.clear()  # its memory back: it serves only readers who share it
+
+    def _live_tail(self) -> LogTail:
+        """The log's newest events, read once for every live reader of this store."""
+        if self._tail is None:
+            self._tail = LogTail(
+                lambda after, size: self._log_page(after, None, size, False),
+                lambda: self._watch.known,
+                self.page_size,
+            )
+        return self._tail
 
     async def list_streams(
         self, prefix: str | None = None, after: str | None = None, limit: int | None = None
