@@ -55,6 +55,7 @@ class SupervisedNotifier(NotifierBase):
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._listened: set[str] = set()
+        self._held: list[tuple[str, bytes]] = []  # arrived while re-subscribing
         self._tasks = Supervisor()
 
     @property
@@ -89,6 +90,17 @@ class SupervisedNotifier(NotifierBase):
         self._announce(Notice(action))
         for channel in sorted(self._listened):
             self._announce(Notice("subscribe", topic=channel), channel)
+        held, self._held = self._held, []
+        for channel, payload in held:
+            super()._deliver(channel, payload)
+
+    def _deliver(self, channel: str, payload: bytes) -> None:
+        # A message on the new connection while the loop still re-subscribes: its
+        # subscribers hear ``reconnect`` first, then the message.
+        if self._up.is_set():
+            super()._deliver(channel, payload)
+        else:
+            self._held.append((channel, payload))
 
     async def _supervise(self) -> None:
         while True:
@@ -135,6 +147,7 @@ class SupervisedNotifier(NotifierBase):
                 return
             except Exception as exc:
                 log.info("%s notifier cannot reconnect yet: %s", self.kind, _describe(exc))
+                self._held = []  # that attempt's messages: its re-subscribe did not finish
                 await self._disconnect()
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff_max)
