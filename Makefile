@@ -28,10 +28,11 @@ services:
 browser:
 	bash scripts/browser.sh
 
-## check: lint, types, layer contracts
+## check: lint, types (the benchmarks' calls too), layer contracts
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/mypy
+	cd bench && MYPYPATH=. ../$(VENV)/bin/mypy --config-file mypy.ini *.py
 	$(VENV)/bin/lint-imports
 
 ## test: the whole suite against real services, slow fault tests included

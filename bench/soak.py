@@ -38,8 +38,11 @@ appends/s, shed, errors, outstanding), append latency p50/p99/max in the interva
 worst follower delay in the interval (max over the followers of their max), the largest
 follower lag in positions at that moment (head - the lowest follower position), the
 process's CPU use (% of one core), how late the pacer's ticks ran (event-loop lag),
-``gc.get_count()`` and ``len(gc.get_objects())``. ``--quick``: 1 minute, a sample every
-10 s, 20 followers, 500 appends/s (each unless given).
+``gc.get_count()`` and ``len(gc.get_objects())``, what SQLite holds on its heap
+(``sqlite3_memory_used()``, every connection's page cache among it) and Python's
+allocated blocks (``sys.getallocatedblocks()``), to tell a cache filling from a leak.
+``--quick``: 1 minute, a sample every 10 s, 20 followers, 500 appends/s (each unless
+given).
 
 At the end the pacer stops, the outstanding appends finish, and every follower must reach
 the final head within 30 s (else a FAILURE); then the store is closed. The table shows
@@ -169,6 +172,29 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _sqlite_library() -> Any:
+    """The SQLite library the ``sqlite3`` module runs on, for ``sqlite3_memory_used``."""
+    import ctypes
+    import ctypes.util
+    import sqlite3  # noqa: F401 (loads the library into the process first)
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+_SQLITE = _sqlite_library()
+
+
+def sqlite_mib() -> float | None:
+    """What SQLite holds on its heap now (every connection's page cache, statements,
+    schema), in MiB; None when its library cannot be reached."""
+    return None if _SQLITE is None else _SQLITE.sqlite3_memory_used() / (1 << 20)
 
 
 def percentile(ordered: list[float], share: float) -> float | None:
@@ -358,6 +384,8 @@ class Soak:
                     "kind": "sample",
                     "elapsed": now - began,
                     "rss_mib": rss_mib(),
+                    "sqlite_mib": sqlite_mib(),
+                    "py_blocks": sys.getallocatedblocks(),
                     "head": head,
                     **interval,
                     "appends_per_s": interval["appends"] / (now - wall),
@@ -601,6 +629,8 @@ def render(rows: list[dict[str, Any]]) -> str:
             "backend",
             "elapsed s",
             "RSS MiB",
+            "SQLite heap MiB",
+            "Python blocks",
             "events",
             "appends/s",
             "shed",
@@ -619,6 +649,8 @@ def render(rows: list[dict[str, Any]]) -> str:
                     NAMES[row["backend"]] if i == 0 else "",
                     f"{s['elapsed']:.0f}",
                     f"{s['rss_mib']:.1f}",
+                    fmt(s.get("sqlite_mib"), 1),
+                    f"{s['py_blocks']:,}" if "py_blocks" in s else "-",
                     f"{s['head']:,}",
                     f"{s['appends_per_s']:,.0f}",
                     f"{s['shed']:,}",
@@ -631,7 +663,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                 )
             )
         if not row["samples"]:
-            lines.append((NAMES[row["backend"]], *["-"] * 11))
+            lines.append((NAMES[row["backend"]], *["-"] * 13))
     return "\n".join(fixed_width(lines))
 
 

@@ -100,7 +100,8 @@ def _load_http_bench() -> ModuleType:
 
 hb = _load_http_bench()
 
-from report import fixed_width, machine_info  # noqa: E402
+from report import cell, fixed_width, machine_info, med  # noqa: E402
+from stores import Stores  # noqa: E402
 from workloads import EVENT_TYPE, event_data  # noqa: E402
 
 PARTS = ("latency", "saturation", "memory", "nodes")
@@ -1260,23 +1261,23 @@ def render_latency(found: dict[str, Any], args: argparse.Namespace) -> str:
 
             check = series.get("check") or {}
             dropped = check.get("dropped", sum(v("new_drops")))
-            p99 = hb.med(v("p99_ms"))
+            p99 = med(v("p99_ms"))
             ok = (
                 p99 is not None
                 and p99 <= config.goal_ms
                 and not problems(check, strict_missing=True)
                 and dropped == 0
             )
-            server_cpu = hb.med([r["cpu_percent"]["server"] for r in runs]) or 0
-            client_cpu = hb.med([r["cpu_percent"]["clients"] for r in runs]) or 0
+            server_cpu = med([r["cpu_percent"]["server"] for r in runs]) or 0
+            client_cpu = med([r["cpu_percent"]["clients"] for r in runs]) or 0
             lines.append(
                 (
                     config.label,
                     ack,
-                    hb.cell(v("deliveries_per_s")),
-                    hb.cell(v("p50_ms"), 1),
-                    hb.cell(v("p99_ms"), 1),
-                    hb.cell(v("max_ms"), 1),
+                    cell(v("deliveries_per_s")),
+                    cell(v("p50_ms"), 1),
+                    cell(v("p99_ms"), 1),
+                    cell(v("max_ms"), 1),
                     f"{check.get('missing_max', '-')}",
                     f"{check.get('dups_max', '-')}",
                     f"{dropped:,}",
@@ -1698,12 +1699,12 @@ def render_nodes(found: dict[str, Any], args: argparse.Namespace) -> str:
                 return [r[key] for r in runs]
 
             def c(key: str, runs: list[dict[str, Any]] = runs) -> float:
-                return hb.med([r["cpu_percent"][key] for r in runs]) or 0.0
+                return med([r["cpu_percent"][key] for r in runs]) or 0.0
 
             check = series.get("check") or {}
             dropped = check.get("dropped", sum(v("new_drops")))
-            p99 = hb.med(v("p99_ms"))
-            medians[side] = (hb.med(v("p50_ms")), p99)
+            p99 = med(v("p99_ms"))
+            medians[side] = (med(v("p50_ms")), p99)
             on_b = side == "B"
             ok = (
                 p99 is not None
@@ -1715,12 +1716,12 @@ def render_nodes(found: dict[str, Any], args: argparse.Namespace) -> str:
                 (
                     NOTIFIER_LABELS[notifier],
                     f"node {side}" + ("" if on_b else " (the writer's)"),
-                    hb.cell(v("writes_per_s")),
-                    hb.cell(v("deliveries_per_s")),
-                    hb.cell(v("p50_ms"), 1),
-                    hb.cell(v("p99_ms"), 1),
-                    hb.cell(v("max_ms"), 1),
-                    f"{hb.med(v('post_p50_ms')) or 0:.1f} / {hb.med(v('post_p99_ms')) or 0:.1f}",
+                    cell(v("writes_per_s")),
+                    cell(v("deliveries_per_s")),
+                    cell(v("p50_ms"), 1),
+                    cell(v("p99_ms"), 1),
+                    cell(v("max_ms"), 1),
+                    f"{med(v('post_p50_ms')) or 0:.1f} / {med(v('post_p99_ms')) or 0:.1f}",
                     f"{check.get('missing_max', '-')}",
                     f"{check.get('dups_max', '-')}",
                     f"{dropped:,}",
@@ -1778,7 +1779,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"load average {load:.2f} at the start, {os.cpu_count()} CPUs", flush=True)
     began = time.perf_counter()
-    stores = hb.Stores(args)
+    stores = Stores(args, "ws")
     results: dict[str, Any] = {}
     loads: dict[str, float] = {"start": round(load, 2)}
     texts: list[str] = []
