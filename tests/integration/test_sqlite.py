@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
+import uuid
 import time
 from pathlib import Path
 
@@ -119,3 +121,34 @@ async def test_opening_a_file_another_process_holds_waits_for_it(tmp_path: Path)
     finally:
         release.join()
         holder.close()
+
+
+_BOUND = re.compile(r"[xX]?'(?:[^']|'')*'|\b\d+\b|\bNULL\b")
+
+
+async def test_the_writer_prepares_few_statement_texts_whatever_the_batch_sizes(
+    sqlite_url: str,
+) -> None:
+    # A connection keeps each statement it prepared (a 100-row insert holds ~50 KiB), so a
+    # text per batch size would grow the process for as long as new sizes turn up.
+    async with await tidings.connect(sqlite_url, notify=None) as store:
+        texts: set[str] = set()
+
+        def prepared(sql: str) -> None:  # the trace has the values bound: take them out
+            texts.add(_BOUND.sub("?", sql))
+
+        store._writer_conn.set_trace_callback(prepared)  # type: ignore[attr-defined]
+        for n in range(1, 151):
+            async with store.transaction() as tx:
+                for s in range(n):  # n streams, n events in all
+                    tx.append(f"shape-{n}-{s}", [tidings.NewEvent("T", {"n": n})])
+        given = [tidings.NewEvent("T", {}, id=uuid.uuid4()) for _ in range(37)]
+        await store.append("given-1", given)
+        assert await store.head() == sum(range(1, 151)) + 37
+        events = [t for t in texts if t.startswith("INSERT INTO tidings_events")]
+        upserts = [t for t in texts if t.startswith("INSERT INTO tidings_streams")]
+        lookups = [t for t in texts if "IN (" in t]
+        assert 1 <= len(events) <= 8 and 1 <= len(upserts) <= 8, (len(events), len(upserts))
+        assert 1 <= len(lookups) <= 20, len(lookups)
+        got = [e async for e in store.read_stream("given-1")]
+        assert [e.id for e in got] == [e.id for e in given]

@@ -29,7 +29,7 @@ import msgspec
 from tidings.codec import PreparedAppend
 from tidings.errors import ConfigurationError, NotFound, StoreUnavailable
 from tidings.events import AppendResult, category_of
-from tidings.sql import load_queries
+from tidings.sql import load_queries, row_counts
 from tidings.store.planner import check_expected
 from tidings.store.sqlite_side import begin_immediate
 from tidings.wire_sync import Verdict
@@ -280,10 +280,11 @@ class LocalFile:
                 )
             # Many rows a statement: one step and one release of the GIL for them all; a
             # step a row waits for the event loop's thread (decoding the next page) each time.
-            width = _INSERT_WIDTH * _ROWS_PER_INSERT
-            for start in range(0, len(values), width):
-                chunk = values[start : start + width]
-                conn.execute(_insert_events(len(chunk) // _INSERT_WIDTH), chunk)
+            start = 0
+            for count in row_counts(len(values) // _INSERT_WIDTH, _ROWS_PER_INSERT):
+                end = start + count * _INSERT_WIDTH
+                conn.execute(_insert_events(count), values[start:end])
+                start = end
             conn.executemany(Q["upsert_stream"], list(versions.items()))
             if page.events:
                 last = page.events[-1]

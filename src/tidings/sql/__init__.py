@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+T = TypeVar("T")
 
 
 class Migration(NamedTuple):
@@ -79,3 +80,23 @@ def split_statements(script: str) -> list[str]:
     if rest and not all(ln.strip().startswith("--") or not ln.strip() for ln in current):
         statements.append(rest)
     return statements
+
+
+def row_counts(rows: int, most: int) -> list[int]:
+    """How to split ``rows`` rows into multi-row statements of few distinct sizes.
+
+    Statements of ``most`` rows, then the rest as powers of two (37 rows: 32, 4, 1). A
+    connection keeps every statement it prepared, one per text, and a 100-row insert
+    holds ~50 KiB: with a size per batch, the cache grows for as long as new batch
+    sizes turn up. With these, there are at most ``most.bit_length() + 1`` sizes.
+    """
+    rest = rows % most
+    powers = [1 << b for b in reversed(range(rest.bit_length())) if rest >> b & 1]
+    return [most] * (rows // most) + powers
+
+
+def padded(values: list[T]) -> list[T]:
+    """``values`` repeated at the end up to a power of two (for ``IN (?, ...)``: one
+    statement text for each of a few sizes, as ``row_counts`` does for inserts)."""
+    size = 1 << max(len(values) - 1, 0).bit_length()
+    return values + values[-1:] * (size - len(values)) if values else values

@@ -26,7 +26,7 @@ from tidings.events import (
     StreamInfo,
     category_of,
 )
-from tidings.sql import Migration, load_queries, migrations, split_statements
+from tidings.sql import Migration, load_queries, migrations, padded, row_counts, split_statements
 from tidings.store.base import (
     DEFAULT_PAGE_SIZE,
     StoreFront,
@@ -55,7 +55,7 @@ from tidings.store.sqlite_side import (
 
 T = TypeVar("T")
 _SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
-_MAX_VARS = 500  # stay far below SQLITE_MAX_VARIABLE_NUMBER
+_MAX_VARS = 256  # an IN list's most values (a power of two: see padded)
 _ROWS_PER_INSERT = 100  # 1,000 variables a statement
 Q = load_queries("sqlite")
 
@@ -401,9 +401,10 @@ class SQLiteStore(StoreFront):
             )
         # Many rows per statement: one step, one release of the GIL, instead of one per
         # row (which, with a busy event loop, waits up to a switch interval each time).
-        for start in range(0, len(plan.rows), _ROWS_PER_INSERT):
-            count = min(_ROWS_PER_INSERT, len(plan.rows) - start)
+        start = 0
+        for count in row_counts(len(plan.rows), _ROWS_PER_INSERT):
             conn.execute(_insert_events(count), params[start * 10 : (start + count) * 10])
+            start += count
         if plan.checkpoints:
             conn.executemany(
                 Q["move_checkpoint"], [(n, p, now_ms) for n, p in plan.checkpoints.items()]
@@ -411,9 +412,10 @@ class SQLiteStore(StoreFront):
         if not plan.rows:
             return
         versions = [value for item in plan.versions.items() for value in item]
-        for start in range(0, len(versions), 2 * _ROWS_PER_INSERT):
-            chunk = versions[start : start + 2 * _ROWS_PER_INSERT]
-            conn.execute(_upsert_streams(len(chunk) // 2), chunk)
+        start = 0
+        for count in row_counts(len(plan.versions), _ROWS_PER_INSERT):
+            conn.execute(_upsert_streams(count), versions[2 * start : 2 * (start + count)])
+            start += count
         conn.execute(Q["set_head"], (plan.head, now_ms))
 
     # -- reading ----------------------------------------------------------------------
@@ -533,4 +535,5 @@ def _marks(values: Any) -> str:
 
 
 def _chunks(values: list[T]) -> list[list[T]]:
-    return [values[i : i + _MAX_VARS] for i in range(0, len(values), _MAX_VARS)]
+    """``values`` in IN lists of at most ``_MAX_VARS``, each padded to one of a few sizes."""
+    return [padded(values[i : i + _MAX_VARS]) for i in range(0, len(values), _MAX_VARS)]
