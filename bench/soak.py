@@ -598,6 +598,15 @@ def verdicts(row: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             "growth_mib": growth,
             "growth_pct": 100 * share,
         }
+        # Where growth happened: a leak grows all along; a bounded cache or the memory
+        # of a pile-up (appends waiting out a slow fsync) is a step, then flat.
+        middle = next(s for s in samples if s["elapsed"] >= (base["elapsed"] + last["elapsed"]) / 2)
+        out["memory"]["second_half_mib"] = last["rss_mib"] - middle["rss_mib"]
+        out["memory"]["second_half_from"] = middle["elapsed"]
+        biggest = max(zip(samples, samples[1:]), key=lambda p: p[1]["rss_mib"] - p[0]["rss_mib"])
+        out["memory"]["largest_step_mib"] = biggest[1]["rss_mib"] - biggest[0]["rss_mib"]
+        out["memory"]["largest_step_at"] = biggest[1]["elapsed"]
+        out["memory"]["largest_step_p99_ms"] = biggest[1]["p99_ms"]
 
     delays = [s["follower_delay_max_s"] for s in samples]
     if final is not None:
@@ -679,6 +688,12 @@ def verdict_lines(row: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"{name}: memory flat: {mark[m['passed']]} (RSS {m['baseline_mib']:.1f} MiB at "
             f"{m['baseline_elapsed']:.0f} s, {m['last_mib']:.1f} MiB at the last sample: "
             f"{m['growth_mib']:+.1f} MiB, {m['growth_pct']:+.1f} %; allowed +10 % and +20 MiB)"
+        )
+        lines.append(
+            f"{name}: memory, where it grew: {m['second_half_mib']:+.1f} MiB from "
+            f"{m['second_half_from']:.0f} s to the end; the largest step "
+            f"{m['largest_step_mib']:+.1f} MiB in the interval to {m['largest_step_at']:.0f} s "
+            f"(append p99 there {fmt(m['largest_step_p99_ms'], 0)} ms)"
         )
     if f["passed"] is None:
         lines.append(f"{name}: followers <= {MAX_DELAY:g} s behind: - ({f['why']})")
