@@ -73,6 +73,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -603,7 +604,7 @@ def verdicts(row: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         middle = next(s for s in samples if s["elapsed"] >= (base["elapsed"] + last["elapsed"]) / 2)
         out["memory"]["second_half_mib"] = last["rss_mib"] - middle["rss_mib"]
         out["memory"]["second_half_from"] = middle["elapsed"]
-        biggest = max(zip(samples, samples[1:]), key=lambda p: p[1]["rss_mib"] - p[0]["rss_mib"])
+        biggest = max(itertools.pairwise(samples), key=lambda p: p[1]["rss_mib"] - p[0]["rss_mib"])
         out["memory"]["largest_step_mib"] = biggest[1]["rss_mib"] - biggest[0]["rss_mib"]
         out["memory"]["largest_step_at"] = biggest[1]["elapsed"]
         out["memory"]["largest_step_p99_ms"] = biggest[1]["p99_ms"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-import uuid
 import time
+import uuid
 from pathlib import Path
 
 import pytest
