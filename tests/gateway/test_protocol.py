@@ -281,7 +281,8 @@ async def test_manual_acks_hold_the_subscription_at_max_in_flight(main_server: S
     async with http_client(main_server) as http, connect(main_server) as client:
         await append(http, f"{c}-1", 50)  # five batches of 10
         await client.ready()
-        await client.subscribe("s", filter={"categories": [c]})  # ack: manual by default
+        subscribed = await client.subscribe("s", filter={"categories": [c]})  # manual
+        assert subscribed["max_in_flight"] == 2  # the window, for a client to pace its acks
         first = [await client.batch("s"), await client.batch("s")]
         assert [b["batch"] for b in first] == [1, 2]
         await client.quiet(0.5)  # max_in_flight is 2
@@ -317,7 +318,8 @@ async def test_auto_ack_needs_no_acks(main_server: Served) -> None:
     async with http_client(main_server) as http, connect(main_server) as client:
         await append(http, f"{c}-1", 50)
         await client.ready()
-        await client.subscribe("s", filter={"categories": [c]}, ack="auto")
+        subscribed = await client.subscribe("s", filter={"categories": [c]}, ack="auto")
+        assert "max_in_flight" not in subscribed
         got = await client.events("s", 50)
         assert positions(got) == positions(await category_events(http, c))
 

@@ -24,10 +24,12 @@ async def gauge(server: Server, name: str) -> float:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("window", ["4", "1"])  # the client acks every 2nd batch, or each
 async def test_read_all_follow_uses_the_websocket_through_catch_up_and_live(
-    tmp_path: Path,
+    tmp_path: Path, window: str
 ) -> None:
-    server = Server(f"sqlite:///{tmp_path / 'r.db'}", {"TIDINGS_WS__BATCH_EVENTS": "10"})
+    env = {"TIDINGS_WS__BATCH_EVENTS": "10", "TIDINGS_WS__MAX_IN_FLIGHT": window}
+    server = Server(f"sqlite:///{tmp_path / 'r.db'}", env)
     try:
         remote = await tidings.connect(server.http)
         try:

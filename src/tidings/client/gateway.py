@@ -45,6 +45,7 @@ class Message(msgspec.Struct):
     expires_in: float | None = None
     error: str | None = None
     message: str | None = None
+    max_in_flight: int | None = None
 
 
 _decoder = msgspec.json.Decoder(Message)
@@ -102,8 +103,9 @@ def error_of(store: RemoteStore, message: Message) -> TidingsError:
 async def follow_pages(
     store: RemoteStore, after: int, filter: Filter | None, size: int
 ) -> AsyncIterator[list[RecordedEvent]]:
-    """Pages from one subscription, each batch acked once the caller has taken its pages:
-    the server sends no more than a few batches ahead of the reader. A server without
+    """Pages from one subscription, acked once the caller has taken their pages (every
+    half of the server's ``max_in_flight``): the server sends no more than a few batches
+    ahead of the reader. A server without
     ``/ws`` is followed over SSE instead (and remembered)."""
     subscribe: dict[str, Any] = {"type": "subscribe", "sub": "follow", "from_position": after}
     if filter is not None and not filter.is_empty:
@@ -117,14 +119,21 @@ async def follow_pages(
         async with connection(store) as ws:
             store._ws = True
             await ws.send_bytes(encoder.encode(subscribe))
+            every, acked = 1, 0  # ack every batch, unless the server says its window
             async for message in messages(ws):
                 if message.type == "events":
                     events = message.events
                     while events:
                         yield events[:size]
                         events = events[size:]
-                    ack = {"type": "ack", "sub": "follow", "batch": message.batch}
-                    await ws.send_bytes(encoder.encode(ack))
+                    if message.batch - acked >= every:
+                        ack = {"type": "ack", "sub": "follow", "batch": message.batch}
+                        await ws.send_bytes(encoder.encode(ack))
+                        acked = message.batch
+                elif message.type == "subscribed" and message.max_in_flight:
+                    # Acks are cumulative: one every half window keeps the server
+                    # sending, with half the messages to read.
+                    every = (message.max_in_flight + 1) // 2
                 elif message.type == "error":
                     raise error_of(store, message)
             check_close(store, ws)

@@ -397,7 +397,10 @@ class Connection:
             cursor = message.from_position or 0
         sub = WsSubscription(self, message.sub, allowed, cursor, message.ack == "auto")
         self.subs[message.sub] = sub
-        self._send(protocol.reply("subscribed", id, sub=sub.sub, position=cursor, store=identity))
+        paced = {} if sub.auto else {"max_in_flight": self.settings.max_in_flight}
+        self._send(
+            protocol.reply("subscribed", id, sub=sub.sub, position=cursor, store=identity, **paced)
+        )
         sub.task = asyncio.create_task(sub.run(), name=f"tidings-ws-sub-{self.id}-{sub.sub}")
         sub.task.add_done_callback(functools.partial(self._ended, sub))
 
